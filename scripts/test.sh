@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole suite twice: on the embedded default, then on PostgreSQL + Redis.
+# Branch coverage is combined over both passes and must reach 85%.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+rm -f .coverage .coverage.*
+
+echo "== pass 1/2: embedded default (SQLite file + in-process store)"
+AUTH_TEST_BACKEND=embedded "$PY" -m pytest --cov --cov-report= "$@"
+
+echo "== pass 2/2: PostgreSQL + Redis (${AUTH_TEST_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/postgres}, ${AUTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/0})"
+AUTH_TEST_BACKEND=postgres "$PY" -m pytest --cov --cov-append --cov-report= "$@"
+
+echo "== branch coverage (both passes)"
+"$PY" -m coverage report --fail-under=85

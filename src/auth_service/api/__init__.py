@@ -1,0 +1,1 @@
+"""HTTP only: routes, schemas, dependencies and the one error handler. No SQL, no crypto."""

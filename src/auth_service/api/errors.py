@@ -1,0 +1,108 @@
+"""The one place that turns failures into the contract's ``{"error", "error_description"}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from auth_service.errors import AuthError, ErrorCode
+
+log = logging.getLogger("auth_service.api")
+
+_HTTP_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.INVALID_TOKEN,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+    422: ErrorCode.INVALID_REQUEST,
+    429: ErrorCode.RATE_LIMITED,
+}
+_HTTP_DESCRIPTIONS: dict[int, str] = {
+    404: "No such resource.",
+    405: "This method is not allowed on this resource.",
+}
+
+
+def error_body(code: str, description: str) -> dict[str, str]:
+    return {"error": code, "error_description": description}
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def _field_name(location: Sequence[Any]) -> str:
+    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """Name each offending field with pydantic's message; never echo the submitted value."""
+    described = []
+    for error in list(errors)[:5]:
+        if error.get("type") == "json_invalid":
+            described.append("body: the body is not valid JSON")
+        else:
+            described.append(f"{_field_name(error.get('loc', ()))}: {error.get('msg', 'invalid')}")
+    return "; ".join(described) or "The request is invalid."
+
+
+async def _auth_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthError)
+    return JSONResponse(
+        error_body(exc.code.value, exc.description),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    description = describe_validation_errors(exc.errors())
+    return JSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, description), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(
+        exc.status_code,
+        ErrorCode.SERVER_ERROR if exc.status_code >= 500 else ErrorCode.INVALID_REQUEST,
+    )
+    description = _HTTP_DESCRIPTIONS.get(exc.status_code, "The request could not be processed.")
+    return JSONResponse(
+        error_body(code.value, description), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    request_id = _request_id(request)
+    log.error(
+        "unhandled error on %s %s (request id %s)",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
+    return JSONResponse(
+        error_body(
+            ErrorCode.SERVER_ERROR.value,
+            f"The server could not complete the request (request id {request_id}).",
+        ),
+        status_code=500,
+        headers={"X-Request-ID": request_id},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AuthError, _auth_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,53 @@
+"""``create_app``: the FastAPI application. The lifespan builds and starts one ``Container``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from auth_service import __version__
+from auth_service.api.errors import install_error_handlers
+from auth_service.api.middleware import RequestContextMiddleware
+from auth_service.api.routes import health, wellknown
+from auth_service.container import Container, build_container, start, stop
+from auth_service.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    """Build the app. Pass ``container`` to inject parts (tests); otherwise it is built at start."""
+    if settings is None:
+        settings = container.settings if container is not None else Settings()
+    resolved_settings = settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        running = container if container is not None else build_container(resolved_settings)
+        app.state.container = running
+        try:
+            await start(running)
+            yield
+        finally:
+            await stop(running)
+
+    app = FastAPI(
+        title="auth-service",
+        version=__version__,
+        summary="The single source of truth for JWTs: keys, login, refresh and validation.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.include_router(wellknown.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,188 @@
+"""The ``auth-service`` command: serve, migrate, gen-secret, keys list.
+
+Every failure an operator can fix prints one line, ``auth-service: error: ...``, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+from pydantic import SecretStr, ValidationError
+
+from auth_service.errors import ConfigurationError
+from auth_service.settings import Settings, ensure_production_ready
+
+log = logging.getLogger("auth_service.cli")
+
+SECRET_FILE_SUFFIX = ".key-encryption-secret"  # noqa: S105  (a file name suffix)
+EXIT_CONFIG = 2
+
+
+def generate_secret() -> str:
+    """86 URL-safe characters (512 bits) from the OS CSPRNG."""
+    return secrets.token_urlsafe(64)
+
+
+def ensure_dev_secret(settings: Settings) -> Settings:
+    """In development with no secret, create one once in a 0600 file beside the SQLite file.
+
+    The secret is exported to this process's environment so uvicorn workers inherit it.
+    """
+    if settings.key_encryption_secret is not None or settings.environment != "development":
+        return settings
+    database = settings.sqlite_path
+    if database is None:
+        raise ConfigurationError(
+            "AUTH_KEY_ENCRYPTION_SECRET is not set; a generated one is kept only beside a SQLite "
+            "database file. Set it (`auth-service gen-secret`)."
+        )
+    secret_file = database.with_name(database.name + SECRET_FILE_SUFFIX)
+    if secret_file.exists():
+        secret = secret_file.read_text().strip()
+        log.info("using the development key-encryption secret in %s", secret_file)
+    else:
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret = generate_secret()
+        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secret + "\n")
+        log.warning(
+            "generated a development key-encryption secret in %s (mode 0600); "
+            "back it up: the signing keys cannot be decrypted without it",
+            secret_file,
+        )
+    os.environ["AUTH_KEY_ENCRYPTION_SECRET"] = secret
+    return settings.model_copy(update={"key_encryption_secret": SecretStr(secret)})
+
+
+async def preflight(settings: Settings) -> None:
+    """What start-up will need, checked before uvicorn starts: schema, store, secret."""
+    from auth_service.container import build_container, check_schema
+    from auth_service.services.keys import load_snapshot
+
+    container = build_container(settings)
+    try:
+        await check_schema(container.engine)
+        await container.store.ping()
+        await load_snapshot(container.keys)
+    finally:
+        await container.store.close()
+        await container.engine.dispose()
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    settings = ensure_dev_secret(settings)
+    ensure_production_ready(settings)
+    try:
+        asyncio.run(preflight(settings))
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"start-up check failed: {type(exc).__name__}: {exc}") from exc
+    uvicorn.run(
+        "auth_service.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        server_header=False,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from auth_service.db.migrate import head_revision, upgrade_to_head
+
+    upgrade_to_head(settings.database_url)
+    print(f"database is at revision {head_revision()}")
+    return 0
+
+
+async def _list_keys(settings: Settings) -> list[list[str]]:
+    from auth_service.db.session import create_engine, create_sessionmaker
+    from auth_service.services.keys import list_keys
+
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            rows = await list_keys(session)
+    finally:
+        await engine.dispose()
+    return [
+        [
+            row.kid,
+            row.status,
+            row.alg,
+            row.created_at.isoformat(),
+            row.activated_at.isoformat() if row.activated_at else "-",
+            row.expires_at.isoformat() if row.expires_at else "-",
+        ]
+        for row in rows
+    ]
+
+
+def _keys_list(settings: Settings) -> int:
+    rows = asyncio.run(_list_keys(settings))
+    header = ["kid", "status", "alg", "created_at", "activated_at", "expires_at"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auth-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve HTTP with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    commands.add_parser("gen-secret", help="print a new AUTH_KEY_ENCRYPTION_SECRET")
+    keys = commands.add_parser("keys", help="signing keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("list", help="list every signing key and its status")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if args.command == "gen-secret":
+        print(generate_secret())
+        return 0
+    try:
+        settings = Settings()
+        if args.command == "serve":
+            return _serve(args, settings)
+        if args.command == "migrate":
+            return _migrate(settings)
+        return _keys_list(settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        print(f"auth-service: error: AUTH_{field.upper()}: {first['msg']}", file=sys.stderr)
+    except ConfigurationError as exc:
+        print(f"auth-service: error: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def run() -> None:  # pragma: no cover - the console-script entry point
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

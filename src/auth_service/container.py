@@ -1,0 +1,134 @@
+"""The one object that holds a running instance's parts; built in the app's lifespan.
+
+``build_container`` does no I/O. ``start`` checks the schema, makes sure the signing keys
+exist, loads the key cache and starts the background followers; ``stop`` undoes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from auth_service.clock import Clock, SystemClock
+from auth_service.crypto.jwk import generate_rsa_key
+from auth_service.db.migrate import current_revision, head_revision
+from auth_service.db.session import create_engine, create_sessionmaker
+from auth_service.errors import ConfigurationError
+from auth_service.services.key_events import follow_key_events
+from auth_service.services.keyring import KeyRing
+from auth_service.services.keys import (
+    KeyContext,
+    KeyGenerator,
+    ensure_signing_keys,
+    load_snapshot,
+    signing_envelope,
+)
+from auth_service.settings import Settings, ensure_production_ready
+from auth_service.store import Store, StoreUnavailableError, create_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: Store
+    clock: Clock
+    keyring: KeyRing
+    keys: KeyContext
+    owns_store: bool = True
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    store: Store | None = None,
+    key_generator: KeyGenerator = generate_rsa_key,
+) -> Container:
+    ensure_production_ready(settings)
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    clock = clock or SystemClock()
+    owns_store = store is None
+    if store is None:
+        store = create_store(settings.redis_url, settings.redis_key_prefix)
+    keys = KeyContext(
+        sessionmaker=sessionmaker,
+        store=store,
+        envelope=signing_envelope(settings.secret_value()),
+        clock=clock,
+        key_bits=settings.signing_key_bits,
+        lock_ttl=timedelta(seconds=settings.key_lock_ttl_seconds),
+        generate=key_generator,
+    )
+    return Container(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        store=store,
+        clock=clock,
+        keyring=KeyRing(),
+        keys=keys,
+        owns_store=owns_store,
+    )
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    try:
+        current = await current_revision(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        raise ConfigurationError(
+            f"cannot reach the database ({type(exc).__name__}); check AUTH_DATABASE_URL"
+        ) from exc
+    if current != head_revision():
+        raise ConfigurationError(
+            f"the database schema is at {current or 'nothing'}, not {head_revision()}: "
+            "run `auth-service migrate`"
+        )
+
+
+async def start(container: Container) -> None:
+    await check_schema(container.engine)
+    try:
+        await ensure_signing_keys(container.keys)
+    except StoreUnavailableError as exc:
+        raise ConfigurationError(f"cannot reach the store (AUTH_REDIS_URL): {exc}") from exc
+    # Load once before serving, so that a wrong secret fails start-up with one clear line.
+    container.keyring.replace(await load_snapshot(container.keys))
+    ready = asyncio.Event()
+    container.tasks.append(
+        asyncio.create_task(
+            follow_key_events(
+                container.keys,
+                container.keyring,
+                refresh_every=timedelta(seconds=container.settings.key_cache_refresh_seconds),
+                ready=ready,
+            ),
+            name="key-events",
+        )
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ready.wait(), timeout=5)
+
+
+async def stop(container: Container) -> None:
+    for task in container.tasks:
+        task.cancel()
+    for task in container.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    container.tasks.clear()
+    if container.owns_store:
+        with contextlib.suppress(StoreUnavailableError):
+            await container.store.close()
+    await container.engine.dispose()

@@ -1,0 +1,1 @@
+"""Thin wrappers over well-kept libraries; nothing here hand-rolls a primitive."""

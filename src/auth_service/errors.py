@@ -1,0 +1,137 @@
+"""The domain error tree. Services raise these; one handler in ``api/errors.py`` maps them.
+
+    AuthError (code, status_code, description)
+    ├── InvalidRequestError        400/422 invalid_request
+    ├── NotFoundError              404 not_found
+    ├── MethodNotAllowedError      405 method_not_allowed
+    ├── RequestTooLargeError       413 request_too_large
+    ├── RateLimitedError           429 rate_limited (+ Retry-After)
+    ├── UnauthorizedError          401 (invalid_token, invalid_client, invalid_credentials ...)
+    ├── ForbiddenError             403 forbidden
+    ├── ConflictError              409 (email_taken, rotation_in_progress, ...)
+    ├── ServiceUnavailableError    503 service_unavailable
+    └── ServerError                500 server_error
+    ConfigurationError             not an HTTP error: the service must not start
+
+No FastAPI import here: the services layer stays framework-free.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    REQUEST_TOO_LARGE = "request_too_large"
+    RATE_LIMITED = "rate_limited"
+    INVALID_TOKEN = "invalid_token"  # noqa: S105  (an error code, not a secret)
+    INVALID_CLIENT = "invalid_client"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    FORBIDDEN = "forbidden"
+    ROTATION_IN_PROGRESS = "rotation_in_progress"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVER_ERROR = "server_error"
+
+
+class AuthError(Exception):
+    code: ErrorCode = ErrorCode.SERVER_ERROR
+    status_code: int = 500
+    description: str = "The server could not complete the request."
+
+    def __init__(self, description: str | None = None, *, code: ErrorCode | None = None) -> None:
+        if description is not None:
+            self.description = description
+        if code is not None:
+            self.code = code
+        super().__init__(self.description)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequestError(AuthError):
+    code = ErrorCode.INVALID_REQUEST
+    status_code = 422
+    description = "The request is malformed."
+
+
+class NotFoundError(AuthError):
+    code = ErrorCode.NOT_FOUND
+    status_code = 404
+    description = "Not found."
+
+
+class MethodNotAllowedError(AuthError):
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    status_code = 405
+    description = "Method not allowed."
+
+
+class RequestTooLargeError(AuthError):
+    code = ErrorCode.REQUEST_TOO_LARGE
+    status_code = 413
+    description = "The request body is too large."
+
+
+class RateLimitedError(AuthError):
+    code = ErrorCode.RATE_LIMITED
+    status_code = 429
+    description = "Too many requests; retry later."
+
+    def __init__(self, retry_after_seconds: int, description: str | None = None) -> None:
+        super().__init__(description)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class UnauthorizedError(AuthError):
+    code = ErrorCode.INVALID_TOKEN
+    status_code = 401
+    description = "Authentication failed."
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.code is ErrorCode.INVALID_CLIENT:
+            return {"WWW-Authenticate": 'Basic realm="auth-service"'}
+        return {"WWW-Authenticate": f'Bearer error="{self.code.value}"'}
+
+
+class ForbiddenError(AuthError):
+    code = ErrorCode.FORBIDDEN
+    status_code = 403
+    description = "You are not allowed to do this."
+
+
+class ConflictError(AuthError):
+    status_code = 409
+
+
+class RotationInProgressError(ConflictError):
+    code = ErrorCode.ROTATION_IN_PROGRESS
+    description = "Another key rotation is in progress; retry shortly."
+
+
+class ServiceUnavailableError(AuthError):
+    code = ErrorCode.SERVICE_UNAVAILABLE
+    status_code = 503
+    description = "A dependency of the service is unavailable; retry shortly."
+
+
+class ServerError(AuthError):
+    code = ErrorCode.SERVER_ERROR
+    status_code = 500
+
+
+class ConfigurationError(Exception):
+    """The service must not start: the message is one line an operator can act on."""
+
+
+class KeyDecryptionError(ConfigurationError):
+    """Stored signing keys do not decrypt with the configured secret."""

@@ -1,0 +1,1 @@
+"""Use cases, framework-free: each function gets what it needs passed in."""

@@ -1,0 +1,58 @@
+"""Keep the in-memory key cache current: reload on every "keys changed" event, after every
+(re)subscription (events may have been missed while disconnected), and on a slow timer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from auth_service.services.keyring import KeyRing
+from auth_service.services.keys import KEYS_CHANNEL, KeyContext, load_snapshot
+from auth_service.store.base import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+_RETRY_SECONDS = (0.5, 1, 2, 5)
+
+
+async def reload_keyring(ctx: KeyContext, keyring: KeyRing) -> bool:
+    """Swap in a fresh snapshot; on failure keep serving the old one. True on success."""
+    try:
+        keyring.replace(await load_snapshot(ctx))
+    except Exception:
+        log.exception("reloading the signing keys failed; keeping the cached keys")
+        return False
+    return True
+
+
+async def _timer(ctx: KeyContext, keyring: KeyRing, every: timedelta) -> None:
+    while True:
+        await asyncio.sleep(every.total_seconds())
+        await reload_keyring(ctx, keyring)
+
+
+async def _listen(ctx: KeyContext, keyring: KeyRing, ready: asyncio.Event) -> None:
+    failures = 0
+    while True:
+        try:
+            async with ctx.store.subscribe(KEYS_CHANNEL) as messages:
+                await reload_keyring(ctx, keyring)  # resync: events may have been missed
+                ready.set()
+                failures = 0
+                async for _message in messages:
+                    await reload_keyring(ctx, keyring)
+        except StoreUnavailableError as exc:
+            delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
+            failures += 1
+            log.warning("key events subscription lost (%s); retrying in %ss", exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def follow_key_events(
+    ctx: KeyContext, keyring: KeyRing, *, refresh_every: timedelta, ready: asyncio.Event
+) -> None:
+    """Run until cancelled."""
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_listen(ctx, keyring, ready))
+        group.create_task(_timer(ctx, keyring, refresh_every))

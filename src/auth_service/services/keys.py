@@ -1,0 +1,173 @@
+"""Signing keys: creation, encryption at rest, the initial pair, and loading the key cache.
+
+Lifecycle (DESIGN.md): ``next → active → retired → expired``, plus ``revoked``. Every state
+change runs under the store lock ``KEYS_LOCK`` and is announced on ``KEYS_CHANNEL`` after
+commit, so every instance reloads its ``KeyRing``. Failure modes handled here:
+
+- another instance holds the lock: wait for its result instead of creating a second pair;
+- the lock is lost (expired) before commit: roll back (nothing half-written);
+- the secret does not open the active key: ``KeyDecryptionError`` (one clear line at start-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service.clock import Clock
+from auth_service.crypto.envelope import Envelope, EnvelopeError
+from auth_service.crypto.jwk import (
+    generate_rsa_key,
+    private_key_from_pem,
+    private_key_to_pem,
+    public_jwk_members,
+    thumbprint,
+)
+from auth_service.db.models import SigningKey
+from auth_service.errors import KeyDecryptionError, RotationInProgressError, ServiceUnavailableError
+from auth_service.services.keyring import (
+    KeySnapshot,
+    SigningMaterial,
+    build_jwks,
+    verification_key,
+)
+from auth_service.store.base import Store
+
+log = logging.getLogger(__name__)
+
+KEYS_LOCK = "lock:signing-keys"
+KEYS_CHANNEL = "keys-changed"
+SIGNING_KEY_PURPOSE = "signing-key"
+ALGORITHM = "RS256"
+
+KeyGenerator = Callable[[int], rsa.RSAPrivateKey]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """What the key use cases need, passed in (no globals)."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: Store
+    envelope: Envelope
+    clock: Clock
+    key_bits: int
+    lock_ttl: timedelta
+    generate: KeyGenerator = generate_rsa_key
+
+
+def signing_envelope(secret: str) -> Envelope:
+    return Envelope(secret, purpose=SIGNING_KEY_PURPOSE)
+
+
+async def new_signing_key(ctx: KeyContext, *, status: str, now: datetime) -> SigningKey:
+    """Generate an RSA key off the event loop and seal its private half under the kid."""
+    private_key = await asyncio.to_thread(ctx.generate, ctx.key_bits)
+    members = public_jwk_members(private_key.public_key())
+    kid = thumbprint(members)
+    sealed = ctx.envelope.seal(private_key_to_pem(private_key), associated_data=kid)
+    return SigningKey(
+        kid=kid,
+        alg=ALGORITHM,
+        key_bits=ctx.key_bits,
+        status=status,
+        public_jwk=members,
+        private_key_encrypted=sealed,
+        created_at=now,
+        activated_at=now if status == "active" else None,
+    )
+
+
+def open_private_key(envelope: Envelope, row: SigningKey) -> rsa.RSAPrivateKey:
+    try:
+        pem = envelope.open(row.private_key_encrypted, associated_data=row.kid)
+    except EnvelopeError as exc:
+        raise KeyDecryptionError(
+            f"AUTH_KEY_ENCRYPTION_SECRET does not decrypt signing key {row.kid}: the secret is "
+            "wrong or the key row was tampered with; restore the secret the keys were sealed with"
+        ) from exc
+    return private_key_from_pem(pem)
+
+
+async def _status_counts(session: AsyncSession) -> tuple[bool, bool]:
+    statuses = set(
+        (
+            await session.scalars(
+                select(SigningKey.status).where(SigningKey.status.in_(("active", "next")))
+            )
+        ).all()
+    )
+    return "active" in statuses, "next" in statuses
+
+
+async def ensure_signing_keys(ctx: KeyContext, *, wait: timedelta = timedelta(seconds=30)) -> bool:
+    """Make sure one ``active`` and one ``next`` key exist. True if this call created any.
+
+    Exactly one instance creates them (store lock, re-checked inside); the others wait
+    for its commit.
+    """
+    async with ctx.sessionmaker() as session:
+        if all(await _status_counts(session)):
+            return False
+    deadline = asyncio.get_running_loop().time() + wait.total_seconds()
+    while True:
+        token = await ctx.store.acquire_lock(KEYS_LOCK, ctx.lock_ttl)
+        if token is not None:
+            break
+        await asyncio.sleep(0.2)
+        async with ctx.sessionmaker() as session:
+            if all(await _status_counts(session)):
+                return False
+        if asyncio.get_running_loop().time() > deadline:
+            raise ServiceUnavailableError("timed out waiting for another instance to create keys")
+    try:
+        created = await _create_missing_keys(ctx, token)
+    finally:
+        await ctx.store.release_lock(KEYS_LOCK, token)
+    if created:
+        await ctx.store.publish(KEYS_CHANNEL, "created")
+    return created
+
+
+async def _create_missing_keys(ctx: KeyContext, token: str) -> bool:
+    now = ctx.clock.now()
+    async with ctx.sessionmaker() as session, session.begin():
+        has_active, has_next = await _status_counts(session)  # re-read inside the lock
+        if has_active and has_next:
+            return False
+        if not has_active:
+            session.add(await new_signing_key(ctx, status="active", now=now))
+            log.info("created the first active signing key")
+        if not has_next:
+            session.add(await new_signing_key(ctx, status="next", now=now))
+        if not await ctx.store.extend_lock(KEYS_LOCK, token, ctx.lock_ttl):
+            raise RotationInProgressError("the key lock was lost before commit; nothing written")
+    return True
+
+
+async def list_keys(session: AsyncSession) -> list[SigningKey]:
+    return list((await session.scalars(select(SigningKey).order_by(SigningKey.created_at))).all())
+
+
+async def load_snapshot(ctx: KeyContext) -> KeySnapshot:
+    """Read every key that verifies or is published, and open the active private key."""
+    async with ctx.sessionmaker() as session:
+        rows = await list_keys(session)
+    live = [row for row in rows if row.status != "expired"]
+    signing = None
+    for row in live:
+        if row.status == "active":
+            signing = SigningMaterial(row.kid, row.alg, open_private_key(ctx.envelope, row))
+    return KeySnapshot(
+        keys={row.kid: verification_key(row) for row in live},
+        signing=signing,
+        jwks=build_jwks(live),
+        loaded_at=ctx.clock.now(),
+    )

@@ -1,0 +1,195 @@
+"""Every setting of the service, read from the environment (prefix ``AUTH_``) and ``.env``.
+
+``production_problems`` is the production guard: in ``AUTH_ENVIRONMENT=production``
+the service refuses to start on any problem it lists, one line each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from auth_service.errors import ConfigurationError
+
+CommaList = Annotated[list[str], NoDecode]
+
+MIN_SECRET_LENGTH = 64
+DEFAULT_SQLITE_PATH = Path("var") / "auth-service.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AUTH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+    redis_url: str | None = None
+    redis_key_prefix: str = "auth:"
+    issuer: str = "http://127.0.0.1:8000"
+    audience: CommaList = Field(default_factory=lambda: ["auth-service"])
+    key_encryption_secret: SecretStr | None = None
+
+    access_token_ttl_seconds: int = Field(900, ge=60, le=86_400)
+    refresh_token_ttl_seconds: int = Field(2_592_000, ge=300)
+    mfa_token_ttl_seconds: int = Field(300, ge=30, le=3600)
+    clock_leeway_seconds: int = Field(10, ge=0, le=300)
+    refresh_reuse_grace_seconds: int = Field(10, ge=0, le=300)
+    key_rotation_interval_hours: float = Field(24, gt=0)
+    scheduler_enabled: bool = True
+    login_failure_limit: int = Field(5, ge=1)
+    login_account_failure_limit: int = Field(50, ge=1)
+    registration_open: bool = True
+    cors_origins: CommaList = Field(default_factory=list)
+    trusted_proxies: CommaList = Field(default_factory=list)
+    mail_backend: Literal["log", "file", "smtp"] = "log"
+    mail_file_path: Path = Path("var") / "mail.jsonl"
+
+    # Beyond API.md: signing keys, JWKS and the key cache.
+    signing_key_bits: Literal[2048, 3072, 4096] = 2048
+    allowed_algorithms: CommaList = Field(default_factory=lambda: ["RS256"])
+    jwks_max_age_seconds: int = Field(300, ge=0, le=86_400)
+    key_cache_refresh_seconds: int = Field(60, ge=1)
+    key_lock_ttl_seconds: int = Field(30, ge=5)
+    max_request_bytes: int = Field(65_536, ge=1024)
+
+    # Database engine (production pools).
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(20, ge=0)
+    db_pool_timeout_seconds: float = Field(10, gt=0)
+    db_pool_recycle_seconds: int = Field(1800, ge=-1)
+    db_pool_pre_ping: bool = True
+    db_connect_timeout_seconds: float = Field(5, gt=0)
+    db_statement_timeout_ms: int = Field(15_000, ge=0)
+    redis_socket_timeout_seconds: float = Field(2, gt=0)
+
+    @field_validator(
+        "audience", "cors_origins", "trusted_proxies", "allowed_algorithms", mode="before"
+    )
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allowed_algorithms")
+    @classmethod
+    def _only_asymmetric(cls, value: list[str]) -> list[str]:
+        refused = [alg for alg in value if alg.lower() == "none" or alg.upper().startswith("HS")]
+        if refused:
+            raise ValueError(f"algorithms {refused} are never allowed (none and HMAC are refused)")
+        if value != ["RS256"]:
+            raise ValueError("only RS256 is supported as a signing algorithm")
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("the issuer must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _audience_not_empty(self) -> Settings:
+        if not self.audience:
+            raise ValueError("AUTH_AUDIENCE must name at least one audience")
+        return self
+
+    # Derived values ---------------------------------------------------------------
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file for a SQLite URL (None for in-memory or other databases)."""
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        path = path.split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+
+    @property
+    def access_token_ttl(self) -> timedelta:
+        return timedelta(seconds=self.access_token_ttl_seconds)
+
+    @property
+    def clock_leeway(self) -> timedelta:
+        return timedelta(seconds=self.clock_leeway_seconds)
+
+    @property
+    def key_rotation_interval(self) -> timedelta:
+        return timedelta(hours=self.key_rotation_interval_hours)
+
+    def secret_value(self) -> str:
+        if self.key_encryption_secret is None:
+            raise ConfigurationError(
+                "AUTH_KEY_ENCRYPTION_SECRET is not set: generate one with "
+                "`auth-service gen-secret` and set it in the environment or .env"
+            )
+        return self.key_encryption_secret.get_secret_value()
+
+
+def secret_weakness(secret: str | None) -> str | None:
+    """Why ``secret`` is not strong enough to protect the signing keys, or None."""
+    if not secret:
+        return "AUTH_KEY_ENCRYPTION_SECRET is missing"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return (
+            f"AUTH_KEY_ENCRYPTION_SECRET is {len(secret)} characters; at least "
+            f"{MIN_SECRET_LENGTH} are required (use `auth-service gen-secret`)"
+        )
+    counts = Counter(secret)
+    bits_per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
+    compressed_ratio = len(zlib.compress(secret.encode(), 9)) / len(secret.encode())
+    steps = sum(abs(ord(b) - ord(a)) <= 1 for a, b in itertools.pairwise(secret))
+    sequential_share = steps / (len(secret) - 1)
+    if bits_per_char < 3.5 or len(counts) < 10 or compressed_ratio < 0.6 or sequential_share > 0.5:
+        return (
+            "AUTH_KEY_ENCRYPTION_SECRET has low entropy (repeated or predictable "
+            "characters); use `auth-service gen-secret`"
+        )
+    return None
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Each reason, one line, why ``settings`` must not serve production traffic."""
+    if settings.environment != "production":
+        return []
+    problems: list[str] = []
+    secret = (
+        settings.key_encryption_secret.get_secret_value()
+        if settings.key_encryption_secret
+        else None
+    )
+    weakness = secret_weakness(secret)
+    if weakness:
+        problems.append(weakness)
+    if any(origin.strip() == "*" for origin in settings.cors_origins):
+        problems.append("AUTH_CORS_ORIGINS contains '*': list the allowed origins explicitly")
+    if settings.is_sqlite:
+        problems.append("AUTH_DATABASE_URL is SQLite: production needs PostgreSQL")
+    if urlsplit(settings.issuer).scheme != "https":
+        problems.append("AUTH_ISSUER is not an https URL")
+    return problems
+
+
+def ensure_production_ready(settings: Settings) -> None:
+    problems = production_problems(settings)
+    if problems:
+        raise ConfigurationError("refusing to start in production: " + "; ".join(problems))

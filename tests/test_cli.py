@@ -1,0 +1,135 @@
+"""The ``auth-service`` command, in-process: what an operator types and reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from auth_service.cli import ensure_dev_secret, main
+from auth_service.errors import ConfigurationError
+from auth_service.settings import Settings
+from tests.conftest import TEST_SECRET, Service
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer .env or AUTH_* variable leaks into these runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", "restored-to-absent-after-the-test")
+    for name in list(os.environ):
+        if name.startswith("AUTH_") and not name.startswith("AUTH_TEST_"):
+            monkeypatch.delenv(name)
+
+
+def test_gen_secret_prints_86_urlsafe_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gen-secret"]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["gen-secret"]) == 0
+    second = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{86}", first)
+    assert first != second
+
+
+def test_migrate_creates_the_schema_and_is_idempotent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/sub/auth.db")
+    assert main(["migrate"]) == 0
+    assert main(["migrate"]) == 0
+    assert "database is at revision 0001" in capsys.readouterr().out
+    assert (tmp_path / "sub" / "auth.db").exists()
+
+
+async def test_keys_list_shows_both_keys(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUTH_DATABASE_URL", service.container.settings.database_url)
+    import asyncio
+
+    assert await asyncio.to_thread(main, ["keys", "list"]) == 0
+    out = capsys.readouterr().out
+    snapshot = service.container.keyring.snapshot
+    assert out.splitlines()[0].split() == [
+        "kid",
+        "status",
+        "alg",
+        "created_at",
+        "activated_at",
+        "expires_at",
+    ]
+    for kid, key in snapshot.keys.items():
+        assert re.search(rf"{re.escape(kid)}\s+{key.status}\s+RS256", out)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"AUTH_ENVIRONMENT": "production"}, "AUTH_KEY_ENCRYPTION_SECRET is missing"),
+        (
+            {
+                "AUTH_ENVIRONMENT": "production",
+                "AUTH_KEY_ENCRYPTION_SECRET": TEST_SECRET,
+                "AUTH_ISSUER": "https://auth.example.com",
+                "AUTH_CORS_ORIGINS": "*",
+                "AUTH_DATABASE_URL": "postgresql+asyncpg://x@127.0.0.1:1/x",
+            },
+            "AUTH_CORS_ORIGINS contains '*'",
+        ),
+        ({"AUTH_ACCESS_TOKEN_TTL_SECONDS": "soon"}, "AUTH_ACCESS_TOKEN_TTL_SECONDS"),
+        (
+            {
+                "AUTH_KEY_ENCRYPTION_SECRET": TEST_SECRET,
+                "AUTH_DATABASE_URL": "sqlite+aiosqlite:///e.db",
+            },
+            "run `auth-service migrate`",
+        ),
+        (
+            {"AUTH_DATABASE_URL": "postgresql+asyncpg://x@127.0.0.1:1/x"},
+            "AUTH_KEY_ENCRYPTION_SECRET is not set",
+        ),
+    ],
+)
+def test_serve_refuses_with_one_line(
+    env: dict[str, str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("auth-service: error: ") and expected in lines[-1]
+    assert "Traceback" not in err and TEST_SECRET not in err
+
+
+def test_dev_secret_is_generated_once_in_a_private_file(tmp_path: Path) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path}/data/auth.db"
+    )
+    first = ensure_dev_secret(settings)
+    secret_file = tmp_path / "data" / "auth.db.key-encryption-secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = first.secret_value()
+    assert len(secret) == 86 and secret_file.read_text().strip() == secret
+    assert os.environ["AUTH_KEY_ENCRYPTION_SECRET"] == secret  # inherited by workers
+    assert ensure_dev_secret(settings).secret_value() == secret  # reused, not regenerated
+
+
+def test_dev_secret_is_not_generated_for_postgres_or_production() -> None:
+    postgres = Settings(_env_file=None, database_url="postgresql+asyncpg://x@h/d")  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="AUTH_KEY_ENCRYPTION_SECRET is not set"):
+        ensure_dev_secret(postgres)
+    production = Settings(_env_file=None, environment="production")  # type: ignore[call-arg]
+    assert ensure_dev_secret(production) is production
+
+
+def test_an_explicit_secret_is_kept(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    assert ensure_dev_secret(settings) is settings

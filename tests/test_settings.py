@@ -1,0 +1,119 @@
+"""Settings parsing and the production guard: each weak setting is refused on its own."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from auth_service.errors import ConfigurationError
+from auth_service.settings import (
+    Settings,
+    ensure_production_ready,
+    production_problems,
+    secret_weakness,
+)
+
+STRONG = secrets.token_urlsafe(64)
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
+GOOD_PRODUCTION: dict[str, Any] = {
+    "environment": "production",
+    "database_url": "postgresql+asyncpg://auth@db/auth",
+    "issuer": "https://auth.example.com",
+    "key_encryption_secret": STRONG,
+    "cors_origins": "https://app.example.com",
+}
+
+
+def _settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = _settings()
+    assert settings.environment == "development"
+    assert settings.is_sqlite and settings.sqlite_path is not None
+    assert settings.redis_url is None
+    assert (settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds) == (900, 2592000)
+    assert (settings.mfa_token_ttl_seconds, settings.clock_leeway_seconds) == (300, 10)
+    assert settings.refresh_reuse_grace_seconds == 10
+    assert settings.key_rotation_interval_hours == 24
+    assert settings.scheduler_enabled and settings.registration_open
+    assert (settings.login_failure_limit, settings.login_account_failure_limit) == (5, 50)
+    assert settings.mail_backend == "log"
+    assert settings.allowed_algorithms == ["RS256"]
+
+
+def test_comma_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_AUDIENCE", "api-a, api-b,,")
+    monkeypatch.setenv("AUTH_CORS_ORIGINS", "https://a.example,https://b.example")
+    monkeypatch.setenv("AUTH_TRUSTED_PROXIES", "10.0.0.1")
+    settings = _settings()
+    assert settings.audience == ["api-a", "api-b"]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.trusted_proxies == ["10.0.0.1"]
+
+
+@pytest.mark.parametrize("algorithms", ["none", "HS256", "RS256,HS256", "ES256"])
+def test_unsafe_or_unsupported_algorithms_are_refused(algorithms: str) -> None:
+    with pytest.raises(ValidationError):
+        _settings(allowed_algorithms=algorithms)
+
+
+@pytest.mark.parametrize("issuer", ["auth.example.com", "ftp://x", ""])
+def test_issuer_must_be_a_url(issuer: str) -> None:
+    with pytest.raises(ValidationError):
+        _settings(issuer=issuer)
+
+
+def test_issuer_trailing_slash_is_dropped() -> None:
+    assert _settings(issuer="https://auth.example.com/").issuer == "https://auth.example.com"
+
+
+def test_an_empty_audience_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        _settings(audience="")
+
+
+def test_good_production_settings_pass() -> None:
+    settings = _settings(**GOOD_PRODUCTION)
+    assert production_problems(settings) == []
+    ensure_production_ready(settings)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"key_encryption_secret": None}, "AUTH_KEY_ENCRYPTION_SECRET is missing"),
+        ({"key_encryption_secret": STRONG[:63]}, "63 characters; at least 64"),
+        ({"key_encryption_secret": "a" * 90}, "low entropy"),
+        ({"key_encryption_secret": "0123456789abcdef" * 5}, "low entropy"),
+        ({"key_encryption_secret": ALPHABET}, "low entropy"),
+        ({"cors_origins": "https://app.example.com,*"}, "AUTH_CORS_ORIGINS contains '*'"),
+        ({"database_url": "sqlite+aiosqlite:///prod.db"}, "SQLite"),
+        ({"issuer": "http://auth.example.com"}, "AUTH_ISSUER is not an https URL"),
+    ],
+)
+def test_production_refuses_each_weak_setting(override: dict[str, Any], expected: str) -> None:
+    settings = _settings(**{**GOOD_PRODUCTION, **override})
+    problems = production_problems(settings)
+    assert len(problems) == 1 and expected in problems[0]
+    with pytest.raises(ConfigurationError) as excinfo:
+        ensure_production_ready(settings)
+    assert "\n" not in str(excinfo.value) and expected in str(excinfo.value)
+    assert STRONG not in str(excinfo.value)
+
+
+def test_development_is_not_guarded() -> None:
+    assert production_problems(_settings(cors_origins="*")) == []
+
+
+def test_generated_secrets_are_never_called_weak() -> None:
+    assert all(secret_weakness(secrets.token_urlsafe(64)) is None for _ in range(500))
+
+
+def test_missing_secret_names_the_fix() -> None:
+    with pytest.raises(ConfigurationError, match="auth-service gen-secret"):
+        _settings().secret_value()
