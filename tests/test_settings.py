@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +118,9 @@ def test_generated_secrets_are_never_called_weak() -> None:
 def test_missing_secret_names_the_fix() -> None:
     with pytest.raises(ConfigurationError, match="auth-service gen-secret"):
         _settings().secret_value()
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`AUTH_{name.upper()}`" not in readme]
+    assert missing == []

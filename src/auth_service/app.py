@@ -12,6 +12,7 @@ from auth_service import __version__
 from auth_service.api.errors import install_error_handlers
 from auth_service.api.middleware import RequestContextMiddleware
 from auth_service.api.routes import health, wellknown
+from auth_service.api.schemas.common import error_responses
 from auth_service.container import Container, build_container, start, stop
 from auth_service.settings import Settings
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         version=__version__,
         summary="The single source of truth for JWTs: keys, login, refresh and validation.",
         lifespan=lifespan,
+        responses=error_responses(404, 405, 413, 500),  # any route can answer these
     )
     install_error_handlers(app)
     if settings.cors_origins:

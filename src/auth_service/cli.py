@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pydantic import SecretStr, ValidationError
 
 from auth_service.errors import ConfigurationError
+from auth_service.observability import configure_logging
 from auth_service.settings import Settings, ensure_production_ready
 
 log = logging.getLogger("auth_service.cli")
@@ -159,13 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    configure_logging("INFO")
     if args.command == "gen-secret":
         print(generate_secret())
         return 0
     try:
         settings = Settings()
+        configure_logging(settings.log_level, json_lines=settings.log_format == "json")
         if args.command == "serve":
             return _serve(args, settings)
         if args.command == "migrate":

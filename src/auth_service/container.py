@@ -61,7 +61,11 @@ def build_container(
     clock = clock or SystemClock()
     owns_store = store is None
     if store is None:
-        store = create_store(settings.redis_url, settings.redis_key_prefix)
+        store = create_store(
+            settings.redis_url,
+            settings.redis_key_prefix,
+            socket_timeout=settings.redis_socket_timeout_seconds,
+        )
     keys = KeyContext(
         sessionmaker=sessionmaker,
         store=store,

@@ -6,6 +6,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+_HANDLER_NAME = "auth-service"
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -21,11 +23,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler()
+    handler: logging.Handler = logging.StreamHandler()
+    handler.set_name(_HANDLER_NAME)
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(level)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     key_cache_refresh_seconds: int = Field(60, ge=1)
     key_lock_ttl_seconds: int = Field(30, ge=5)
     max_request_bytes: int = Field(65_536, ge=1024)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Database engine (production pools).
     db_pool_size: int = Field(10, ge=1)

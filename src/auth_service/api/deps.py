@@ -15,7 +15,7 @@ from auth_service.settings import Settings
 from auth_service.store.base import Store
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -23,19 +23,19 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_settings(container: ContainerDep) -> Settings:
+async def get_settings(container: ContainerDep) -> Settings:
     return container.settings
 
 
-def get_clock(container: ContainerDep) -> Clock:
+async def get_clock(container: ContainerDep) -> Clock:
     return container.clock
 
 
-def get_store(container: ContainerDep) -> Store:
+async def get_store(container: ContainerDep) -> Store:
     return container.store
 
 
-def get_keyring(container: ContainerDep) -> KeyRing:
+async def get_keyring(container: ContainerDep) -> KeyRing:
     return container.keyring
 
 

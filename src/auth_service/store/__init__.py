@@ -16,11 +16,11 @@ __all__ = [
 ]
 
 
-def create_store(redis_url: str | None, prefix: str) -> Store:
+def create_store(redis_url: str | None, prefix: str, *, socket_timeout: float = 2.0) -> Store:
     """``RedisStore`` for ``redis_url`` (many instances), ``MemoryStore`` when it is None.
 
     No connection is made here; call ``ping()`` to check that Redis is reachable.
     """
     if redis_url is None:
         return MemoryStore(prefix)
-    return RedisStore.from_url(redis_url, prefix)
+    return RedisStore.from_url(redis_url, prefix, socket_timeout=socket_timeout)

@@ -22,6 +22,7 @@ _DEFAULT_CODES: dict[int, tuple[ErrorCode, ...]] = {
     413: (ErrorCode.REQUEST_TOO_LARGE,),
     422: (ErrorCode.INVALID_REQUEST,),
     429: (ErrorCode.RATE_LIMITED,),
+    500: (ErrorCode.SERVER_ERROR,),
     503: (ErrorCode.SERVICE_UNAVAILABLE,),
 }
 
