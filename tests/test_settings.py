@@ -95,6 +95,8 @@ def test_good_production_settings_pass() -> None:
         ({"cors_origins": "https://app.example.com,*"}, "AUTH_CORS_ORIGINS contains '*'"),
         ({"database_url": "sqlite+aiosqlite:///prod.db"}, "SQLite"),
         ({"issuer": "http://auth.example.com"}, "AUTH_ISSUER is not an https URL"),
+        ({"password_hash_memory_kib": 8192}, "below OWASP's argon2id minimum"),
+        ({"password_hash_time_cost": 1}, "below OWASP's argon2id minimum"),
     ],
 )
 def test_production_refuses_each_weak_setting(override: dict[str, Any], expected: str) -> None:

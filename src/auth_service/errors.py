@@ -6,9 +6,14 @@
     ├── MethodNotAllowedError      405 method_not_allowed
     ├── RequestTooLargeError       413 request_too_large
     ├── RateLimitedError           429 rate_limited (+ Retry-After)
-    ├── UnauthorizedError          401 (invalid_token, invalid_client, invalid_credentials ...)
+    ├── UnauthorizedError          401 invalid_token
+    │   ├── InvalidCredentialsError, InvalidClientError
+    │   └── InvalidRefreshTokenError, RefreshTokenReusedError
+    ├── WeakPasswordError          422 weak_password
     ├── ForbiddenError             403 forbidden
-    ├── ConflictError              409 (email_taken, rotation_in_progress, ...)
+    │   └── RegistrationClosedError, AccountDisabledError
+    ├── ConflictError              409
+    │   └── EmailTakenError, RotationInProgressError
     ├── ServiceUnavailableError    503 service_unavailable
     └── ServerError                500 server_error
     ConfigurationError             not an HTTP error: the service must not start
@@ -32,6 +37,12 @@ class ErrorCode(StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     FORBIDDEN = "forbidden"
     ROTATION_IN_PROGRESS = "rotation_in_progress"
+    EMAIL_TAKEN = "email_taken"
+    WEAK_PASSWORD = "weak_password"  # noqa: S105  (an error code)
+    REGISTRATION_CLOSED = "registration_closed"
+    ACCOUNT_DISABLED = "account_disabled"
+    INVALID_REFRESH_TOKEN = "invalid_refresh_token"  # noqa: S105  (an error code)
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105  (an error code)
     SERVICE_UNAVAILABLE = "service_unavailable"
     SERVER_ERROR = "server_error"
 
@@ -103,14 +114,55 @@ class UnauthorizedError(AuthError):
         return {"WWW-Authenticate": f'Bearer error="{self.code.value}"'}
 
 
+class InvalidCredentialsError(UnauthorizedError):
+    code = ErrorCode.INVALID_CREDENTIALS
+    description = "The email or password is wrong."
+
+
+class InvalidClientError(UnauthorizedError):
+    code = ErrorCode.INVALID_CLIENT
+    description = "Client authentication failed."
+
+
+class InvalidRefreshTokenError(UnauthorizedError):
+    code = ErrorCode.INVALID_REFRESH_TOKEN
+    description = "The refresh token is unknown, expired or revoked."
+
+
+class RefreshTokenReusedError(UnauthorizedError):
+    code = ErrorCode.REFRESH_TOKEN_REUSED
+    description = "The refresh token was already used; the session has been revoked."
+
+
+class WeakPasswordError(AuthError):
+    code = ErrorCode.WEAK_PASSWORD
+    status_code = 422
+    description = "The password does not meet the policy."
+
+
 class ForbiddenError(AuthError):
     code = ErrorCode.FORBIDDEN
     status_code = 403
     description = "You are not allowed to do this."
 
 
+class RegistrationClosedError(ForbiddenError):
+    code = ErrorCode.REGISTRATION_CLOSED
+    description = "Registration is closed."
+
+
+class AccountDisabledError(ForbiddenError):
+    code = ErrorCode.ACCOUNT_DISABLED
+    description = "This account is disabled."
+
+
 class ConflictError(AuthError):
     status_code = 409
+
+
+class EmailTakenError(ConflictError):
+    code = ErrorCode.EMAIL_TAKEN
+    description = "An account with this email already exists."
 
 
 class RotationInProgressError(ConflictError):

@@ -23,6 +23,7 @@ from auth_service.errors import ConfigurationError
 CommaList = Annotated[list[str], NoDecode]
 
 MIN_SECRET_LENGTH = 64
+OWASP_MEMORY_KIB = 19_456
 DEFAULT_SQLITE_PATH = Path("var") / "auth-service.db"
 
 
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
     trusted_proxies: CommaList = Field(default_factory=list)
     mail_backend: Literal["log", "file", "smtp"] = "log"
     mail_file_path: Path = Path("var") / "mail.jsonl"
+
+    # Beyond API.md: password hashing (argon2id; OWASP minimum m=19 MiB, t=2 in production).
+    password_hash_memory_kib: int = Field(19_456, ge=8)
+    password_hash_time_cost: int = Field(2, ge=1)
+    password_hash_parallelism: int = Field(1, ge=1, le=16)
 
     # Beyond API.md: signing keys, JWKS and the key cache.
     signing_key_bits: Literal[2048, 3072, 4096] = 2048
@@ -188,6 +194,11 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("AUTH_DATABASE_URL is SQLite: production needs PostgreSQL")
     if urlsplit(settings.issuer).scheme != "https":
         problems.append("AUTH_ISSUER is not an https URL")
+    if settings.password_hash_memory_kib < OWASP_MEMORY_KIB or settings.password_hash_time_cost < 2:
+        problems.append(
+            "AUTH_PASSWORD_HASH_MEMORY_KIB/TIME_COST are below OWASP's argon2id minimum "
+            f"(m >= {OWASP_MEMORY_KIB} KiB, t >= 2)"
+        )
     return problems
 
 
