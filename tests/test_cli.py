@@ -133,3 +133,39 @@ def test_dev_secret_is_not_generated_for_postgres_or_production() -> None:
 def test_an_explicit_secret_is_kept(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     assert ensure_dev_secret(settings) is settings
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["keys", "list"]])
+def test_unreachable_database_is_one_line(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUTH_DATABASE_URL", "postgresql+asyncpg://x@127.0.0.1:1/x")
+    monkeypatch.setenv("AUTH_DB_CONNECT_TIMEOUT_SECONDS", "1")
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("auth-service: error: ")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_serve_refuses_several_workers_without_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "--workers > 1 needs AUTH_REDIS_URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["world-readable", "symlink", "empty"])
+def test_an_unsafe_secret_file_is_refused(tmp_path: Path, problem: str) -> None:
+    database = tmp_path / "auth.db"
+    secret_file = tmp_path / "auth.db.key-encryption-secret"
+    if problem == "symlink":
+        target = tmp_path / "elsewhere"
+        target.write_text(TEST_SECRET)
+        target.chmod(0o600)
+        secret_file.symlink_to(target)
+    else:
+        secret_file.write_text("" if problem == "empty" else TEST_SECRET)
+        secret_file.chmod(0o644 if problem == "world-readable" else 0o600)
+    settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{database}")  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError):
+        ensure_dev_secret(settings)

@@ -93,6 +93,8 @@ def test_good_production_settings_pass() -> None:
         ({"key_encryption_secret": "0123456789abcdef" * 5}, "low entropy"),
         ({"key_encryption_secret": ALPHABET}, "low entropy"),
         ({"cors_origins": "https://app.example.com,*"}, "AUTH_CORS_ORIGINS contains '*'"),
+        ({"cors_origins": "null"}, "AUTH_CORS_ORIGINS contains '*' or 'null'"),
+        ({"trusted_proxies": "*"}, "AUTH_TRUSTED_PROXIES contains '*'"),
         ({"database_url": "sqlite+aiosqlite:///prod.db"}, "SQLite"),
         ({"issuer": "http://auth.example.com"}, "AUTH_ISSUER is not an https URL"),
         ({"password_hash_memory_kib": 8192}, "below OWASP's argon2id minimum"),

@@ -10,10 +10,13 @@ import asyncio
 import logging
 import os
 import secrets
+import stat
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from auth_service.errors import ConfigurationError
 from auth_service.observability import configure_logging
@@ -44,13 +47,16 @@ def ensure_dev_secret(settings: Settings) -> Settings:
             "database file. Set it (`auth-service gen-secret`)."
         )
     secret_file = database.with_name(database.name + SECRET_FILE_SUFFIX)
-    if secret_file.exists():
-        secret = secret_file.read_text().strip()
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(
+            secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+        )
+    except FileExistsError:
+        secret = _read_secret_file(secret_file)
         log.info("using the development key-encryption secret in %s", secret_file)
     else:
-        secret_file.parent.mkdir(parents=True, exist_ok=True)
         secret = generate_secret()
-        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secret + "\n")
         log.warning(
@@ -60,6 +66,24 @@ def ensure_dev_secret(settings: Settings) -> Settings:
         )
     os.environ["AUTH_KEY_ENCRYPTION_SECRET"] = secret
     return settings.model_copy(update={"key_encryption_secret": SecretStr(secret)})
+
+
+def _read_secret_file(path: Path) -> str:
+    """Read a secret file only if it is a private regular file of ours (no link, no 0644)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+    with os.fdopen(descriptor) as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            raise ConfigurationError(f"{path} is not a regular file owned by this user")
+        if info.st_mode & 0o077:
+            raise ConfigurationError(f"{path} is readable by others: chmod 600 it")
+        secret = handle.read().strip()
+    if not secret:
+        raise ConfigurationError(f"{path} is empty: delete it to generate a new secret")
+    return secret
 
 
 async def preflight(settings: Settings) -> None:
@@ -80,6 +104,10 @@ async def preflight(settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if args.workers > 1 and settings.redis_url is None:
+        raise ConfigurationError(
+            "--workers > 1 needs AUTH_REDIS_URL: the in-process store serves one process only"
+        )
     settings = ensure_dev_secret(settings)
     ensure_production_ready(settings)
     try:
@@ -87,7 +115,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except ConfigurationError:
         raise
     except Exception as exc:
-        raise ConfigurationError(f"start-up check failed: {type(exc).__name__}: {exc}") from exc
+        raise ConfigurationError(f"start-up check failed: {_first_line(exc)}") from exc
     uvicorn.run(
         "auth_service.app:create_app",
         factory=True,
@@ -178,7 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"auth-service: error: AUTH_{field.upper()}: {first['msg']}", file=sys.stderr)
     except ConfigurationError as exc:
         print(f"auth-service: error: {exc}", file=sys.stderr)
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"auth-service: error: {_first_line(exc)}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's type and first line: never SQL parameters or a multi-line dump."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def run() -> None:  # pragma: no cover - the console-script entry point

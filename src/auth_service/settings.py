@@ -188,8 +188,12 @@ def production_problems(settings: Settings) -> list[str]:
     weakness = secret_weakness(secret)
     if weakness:
         problems.append(weakness)
-    if any(origin.strip() == "*" for origin in settings.cors_origins):
-        problems.append("AUTH_CORS_ORIGINS contains '*': list the allowed origins explicitly")
+    if any(origin.strip().lower() in ("*", "null") for origin in settings.cors_origins):
+        problems.append(
+            "AUTH_CORS_ORIGINS contains '*' or 'null': list the allowed origins explicitly"
+        )
+    if any(proxy.strip() == "*" for proxy in settings.trusted_proxies):
+        problems.append("AUTH_TRUSTED_PROXIES contains '*': any client could forge its address")
     if settings.is_sqlite:
         problems.append("AUTH_DATABASE_URL is SQLite: production needs PostgreSQL")
     if urlsplit(settings.issuer).scheme != "https":

@@ -131,3 +131,36 @@ async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
         "/_test/echo", content=chunks(), headers={"Content-Type": "application/json"}
     )
     _assert_error_shape(response, 413, "request_too_large")
+
+
+async def test_a_body_that_is_not_utf8_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/_test/echo",
+        content=b'{"email": "\xff\xfe"}',
+        headers={"Content-Type": "application/json"},
+    )
+    _assert_error_shape(response, 422, "invalid_request")
+
+
+async def test_attacker_chosen_keys_are_not_echoed(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/_test/echo", json={"email": {"<script>SECRET-TOKEN": 1}, "count": 1}
+    )
+    body = _assert_error_shape(response, 422, "invalid_request")
+    assert "SECRET-TOKEN" not in response.text
+    assert body["error_description"].startswith("email")
+
+
+async def test_413_closes_the_connection(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/_test/echo", content=b" " * 70_000, headers={"Content-Type": "application/json"}
+    )
+    _assert_error_shape(response, 413, "request_too_large")
+    assert response.headers["connection"] == "close"
+
+
+async def test_request_id_with_a_trailing_newline_is_replaced(client: httpx.AsyncClient) -> None:
+    from auth_service.api.middleware import RequestContextMiddleware
+
+    scope = {"headers": [(b"x-request-id", b"abc\n")]}
+    assert RequestContextMiddleware._request_id(scope) != "abc\n"

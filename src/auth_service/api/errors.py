@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ _HTTP_CODES: dict[int, ErrorCode] = {
     422: ErrorCode.INVALID_REQUEST,
     429: ErrorCode.RATE_LIMITED,
 }
+_FASTAPI_BODY_PARSE_DETAIL = "There was an error parsing the body"
 _HTTP_DESCRIPTIONS: dict[int, str] = {
     404: "No such resource.",
     405: "This method is not allowed on this resource.",
@@ -39,8 +41,16 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}|[0-9]{1,6}")
+
+
 def _field_name(location: Sequence[Any]) -> str:
-    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    """The field's path; a part that is not a plain name (attacker-chosen keys) shows as ``*``."""
+    parts = [
+        str(part) if _IDENTIFIER.fullmatch(str(part)) else "*"
+        for part in location
+        if part not in ("body", "query", "path", "header")
+    ]
     return ".".join(parts) or "body"
 
 
@@ -72,6 +82,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_PARSE_DETAIL:
+        # FastAPI's answer to a body it cannot decode (e.g. not UTF-8): a validation error.
+        description = "body: the body is not valid JSON"
+        return JSONResponse(
+            error_body(ErrorCode.INVALID_REQUEST.value, description), status_code=422
+        )
     code = _HTTP_CODES.get(
         exc.status_code,
         ErrorCode.SERVER_ERROR if exc.status_code >= 500 else ErrorCode.INVALID_REQUEST,

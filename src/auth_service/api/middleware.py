@@ -8,7 +8,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _error_response(status: int, code: str, description: str) -> tuple[Message, Message]:
@@ -18,6 +18,7 @@ def _error_response(status: int, code: str, description: str) -> tuple[Message, 
         "status": status,
         "headers": [
             (b"content-type", b"application/json"),
+            (b"connection", b"close"),  # stop reading whatever the client still sends
             (b"content-length", str(len(body)).encode()),
         ],
     }
@@ -89,7 +90,7 @@ class RequestContextMiddleware:
         for name, value in scope.get("headers", []):
             if name == b"x-request-id":
                 candidate: str = value.decode("latin-1")
-                if _SAFE_REQUEST_ID.match(candidate):
+                if _SAFE_REQUEST_ID.fullmatch(candidate):
                     return candidate
         return secrets.token_hex(8)
 

@@ -26,6 +26,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             url,
+            hide_parameters=True,  # no email, hash or token in an error or a log line
             poolclass=NullPool,
             connect_args={"timeout": settings.db_connect_timeout_seconds},
         )
@@ -36,6 +37,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     return create_async_engine(
         url,
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,

@@ -19,7 +19,8 @@ _RETRY_SECONDS = (0.5, 1, 2, 5)
 async def reload_keyring(ctx: KeyContext, keyring: KeyRing) -> bool:
     """Swap in a fresh snapshot; on failure keep serving the old one. True on success."""
     try:
-        keyring.replace(await load_snapshot(ctx))
+        async with keyring.reload_lock:
+            keyring.replace(await load_snapshot(ctx))
     except Exception:
         log.exception("reloading the signing keys failed; keeping the cached keys")
         return False
@@ -29,7 +30,7 @@ async def reload_keyring(ctx: KeyContext, keyring: KeyRing) -> bool:
 async def _timer(ctx: KeyContext, keyring: KeyRing, every: timedelta) -> None:
     while True:
         await asyncio.sleep(every.total_seconds())
-        await reload_keyring(ctx, keyring)
+        await reload_keyring(ctx, keyring)  # never raises: a failure keeps the old keys
 
 
 async def _listen(ctx: KeyContext, keyring: KeyRing, ready: asyncio.Event) -> None:
@@ -43,10 +44,12 @@ async def _listen(ctx: KeyContext, keyring: KeyRing, ready: asyncio.Event) -> No
                 async for _message in messages:
                     await reload_keyring(ctx, keyring)
         except StoreUnavailableError as exc:
-            delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
-            failures += 1
-            log.warning("key events subscription lost (%s); retrying in %ss", exc, delay)
-            await asyncio.sleep(delay)
+            log.warning("key events subscription lost (%s); resubscribing", exc)
+        except Exception:
+            log.exception("key events follower failed; resubscribing")
+        delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
+        failures += 1
+        await asyncio.sleep(delay)
 
 
 async def follow_key_events(

@@ -6,6 +6,7 @@ It is built from the database at startup, on every "keys changed" event, and on 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterable
@@ -87,6 +88,9 @@ class KeyRing:
 
     def __init__(self) -> None:
         self._snapshot = KeySnapshot()
+        # Reloads are serialised, so a slow reload that read the database earlier can never
+        # replace the result of a later one (e.g. undo a revocation).
+        self.reload_lock = asyncio.Lock()
 
     @property
     def snapshot(self) -> KeySnapshot:

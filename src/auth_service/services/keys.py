@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.clock import Clock
@@ -107,33 +108,34 @@ async def _status_counts(session: AsyncSession) -> tuple[bool, bool]:
     return "active" in statuses, "next" in statuses
 
 
-async def ensure_signing_keys(ctx: KeyContext, *, wait: timedelta = timedelta(seconds=30)) -> bool:
+async def ensure_signing_keys(ctx: KeyContext, *, wait: timedelta | None = None) -> bool:
     """Make sure one ``active`` and one ``next`` key exist. True if this call created any.
 
-    Exactly one instance creates them (store lock, re-checked inside); the others wait
-    for its commit.
+    Exactly one instance creates them (store lock, re-checked inside). The others wait for
+    its commit; one that loses the lock, or the race at the unique indexes, looks again.
     """
-    async with ctx.sessionmaker() as session:
-        if all(await _status_counts(session)):
-            return False
-    deadline = asyncio.get_running_loop().time() + wait.total_seconds()
+    limit = wait if wait is not None else ctx.lock_ttl * 2 + timedelta(seconds=5)
+    deadline = asyncio.get_running_loop().time() + limit.total_seconds()
     while True:
-        token = await ctx.store.acquire_lock(KEYS_LOCK, ctx.lock_ttl)
-        if token is not None:
-            break
-        await asyncio.sleep(0.2)
         async with ctx.sessionmaker() as session:
             if all(await _status_counts(session)):
                 return False
         if asyncio.get_running_loop().time() > deadline:
             raise ServiceUnavailableError("timed out waiting for another instance to create keys")
-    try:
-        created = await _create_missing_keys(ctx, token)
-    finally:
-        await ctx.store.release_lock(KEYS_LOCK, token)
-    if created:
-        await ctx.store.publish(KEYS_CHANNEL, "created")
-    return created
+        token = await ctx.store.acquire_lock(KEYS_LOCK, ctx.lock_ttl)
+        if token is None:
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            created = await _create_missing_keys(ctx, token)
+        except (RotationInProgressError, IntegrityError) as exc:
+            log.warning("another instance created keys first (%s); looking again", exc.__class__)
+            continue
+        finally:
+            await ctx.store.release_lock(KEYS_LOCK, token)
+        if created:
+            await ctx.store.publish(KEYS_CHANNEL, "created")
+        return created
 
 
 async def _create_missing_keys(ctx: KeyContext, token: str) -> bool:
@@ -156,18 +158,50 @@ async def list_keys(session: AsyncSession) -> list[SigningKey]:
     return list((await session.scalars(select(SigningKey).order_by(SigningKey.created_at))).all())
 
 
+def _authenticated_private_key(ctx: KeyContext, row: SigningKey) -> rsa.RSAPrivateKey | None:
+    """Open the row's private key and check it matches the published public key and the kid.
+
+    The public columns are not encrypted, so a row written by anyone with database access
+    could publish a key of theirs; only a row sealed under our secret is trusted. A bad
+    active key stops start-up; any other bad row is left out (and logged).
+    """
+    try:
+        private_key = open_private_key(ctx.envelope, row)
+        members = public_jwk_members(private_key.public_key())
+        stored = {name: row.public_jwk.get(name) for name in ("kty", "n", "e")}
+        if members != stored or thumbprint(members) != row.kid:
+            raise KeyDecryptionError(
+                f"signing key {row.kid} does not match its public key or kid: the row was altered"
+            )
+    except KeyDecryptionError:
+        if row.status == "active":
+            raise
+        log.error("signing key %s (%s) is not authentic; it is not published", row.kid, row.status)
+        return None
+    return private_key
+
+
 async def load_snapshot(ctx: KeyContext) -> KeySnapshot:
-    """Read every key that verifies or is published, and open the active private key."""
+    """Read every key that may verify or is published, each checked against its sealed half."""
     async with ctx.sessionmaker() as session:
         rows = await list_keys(session)
-    live = [row for row in rows if row.status != "expired"]
+    trusted: list[SigningKey] = []
     signing = None
-    for row in live:
+    for row in rows:
+        if row.status == "expired":
+            continue
+        if row.status == "revoked":  # never verifies; kept so tokens get "key_revoked"
+            trusted.append(row)
+            continue
+        private_key = _authenticated_private_key(ctx, row)
+        if private_key is None:
+            continue
+        trusted.append(row)
         if row.status == "active":
-            signing = SigningMaterial(row.kid, row.alg, open_private_key(ctx.envelope, row))
+            signing = SigningMaterial(row.kid, row.alg, private_key)
     return KeySnapshot(
-        keys={row.kid: verification_key(row) for row in live},
+        keys={row.kid: verification_key(row) for row in trusted},
         signing=signing,
-        jwks=build_jwks(live),
+        jwks=build_jwks(trusted),
         loaded_at=ctx.clock.now(),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -40,7 +41,12 @@ async def ready(container: ContainerDep) -> JSONResponse:
     db_state, store_state = await asyncio.gather(
         _probe("database", database()), _probe("store", container.store.ping())
     )
-    key_state: Check = "ok" if container.keyring.signing is not None else "failing"
+    snapshot = container.keyring.snapshot
+    stale_after = timedelta(seconds=3 * container.settings.key_cache_refresh_seconds)
+    fresh = snapshot.loaded_at is not None and (
+        container.clock.now() - snapshot.loaded_at < stale_after
+    )
+    key_state: Check = "ok" if snapshot.signing is not None and fresh else "failing"
     checks = ReadinessChecks(database=db_state, store=store_state, signing_key=key_state)
     failing = [name for name, state in checks.model_dump().items() if state != "ok"]
     if not failing:
