@@ -166,6 +166,8 @@ def make_settings(database_url: str, redis_prefix: str) -> Callable[..., Setting
             "audience": ["api.example.test"],
             "key_encryption_secret": TEST_SECRET,
             "scheduler_enabled": False,
+            "password_hash_memory_kib": 8,  # cheap argon2id: tests, not production
+            "password_hash_time_cost": 1,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

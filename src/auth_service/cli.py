@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import os
 import secrets
@@ -18,7 +19,7 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from auth_service.errors import ConfigurationError
+from auth_service.errors import AuthError, ConfigurationError
 from auth_service.observability import configure_logging
 from auth_service.settings import Settings, ensure_production_ready
 
@@ -170,6 +171,48 @@ def _keys_list(settings: Settings) -> int:
     return 0
 
 
+async def _with_database(settings: Settings, action: str, **options: str) -> str:
+    """Run one account/client command in its own transaction; returns what to print."""
+    from auth_service.clock import SystemClock
+    from auth_service.crypto.passwords import PasswordHasher
+    from auth_service.db.session import create_engine, create_sessionmaker
+    from auth_service.services.accounts import register_user
+    from auth_service.services.clients import create_client
+
+    engine = create_engine(settings)
+    hasher = PasswordHasher.from_settings(settings)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            if action == "create-admin":
+                user = await register_user(
+                    session,
+                    hasher,
+                    SystemClock(),
+                    email=options["email"],
+                    password=options["password"],
+                    roles=["admin"],
+                )
+                return f"created admin {user.email} ({user.id})"
+            created = await create_client(session, hasher, SystemClock(), name=options["name"])
+            return f"client_id={created.client.client_id}\nclient_secret={created.client_secret}"
+    finally:
+        hasher.close()
+        await engine.dispose()
+
+
+def _create_admin(args: argparse.Namespace, settings: Settings) -> int:
+    password = os.environ.get("AUTH_ADMIN_PASSWORD") or getpass.getpass("Admin password: ")
+    print(
+        asyncio.run(_with_database(settings, "create-admin", email=args.email, password=password))
+    )
+    return 0
+
+
+def _create_client(args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_with_database(settings, "create-client", name=args.name)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auth-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("list", help="list every signing key and its status")
+    admin = commands.add_parser("create-admin", help="create a user with the admin role")
+    admin.add_argument("--email", required=True)
+    clients = commands.add_parser("clients", help="service clients")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True)
+    create = client_commands.add_parser("create", help="create a client; prints id and secret")
+    create.add_argument("name")
     return parser
 
 
@@ -199,12 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, settings)
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "create-admin":
+            return _create_admin(args, settings)
+        if args.command == "clients":
+            return _create_client(args, settings)
         return _keys_list(settings)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
         print(f"auth-service: error: AUTH_{field.upper()}: {first['msg']}", file=sys.stderr)
-    except ConfigurationError as exc:
+    except (ConfigurationError, AuthError) as exc:
         print(f"auth-service: error: {exc}", file=sys.stderr)
     except (SQLAlchemyError, OSError) as exc:
         print(f"auth-service: error: {_first_line(exc)}", file=sys.stderr)

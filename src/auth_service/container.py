@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from auth_service.clock import Clock, SystemClock
 from auth_service.crypto.jwk import generate_rsa_key
+from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
 from auth_service.db.session import create_engine, create_sessionmaker
 from auth_service.errors import ConfigurationError
+from auth_service.services.clients import ClientAuthenticator
 from auth_service.services.key_events import follow_key_events
 from auth_service.services.keyring import KeyRing
 from auth_service.services.keys import (
@@ -29,6 +31,8 @@ from auth_service.services.keys import (
     load_snapshot,
     signing_envelope,
 )
+from auth_service.services.sessions import SessionContext
+from auth_service.services.validation import TokenValidator
 from auth_service.settings import Settings, ensure_production_ready
 from auth_service.store import Store, StoreUnavailableError, create_store
 
@@ -44,6 +48,10 @@ class Container:
     clock: Clock
     keyring: KeyRing
     keys: KeyContext
+    hasher: PasswordHasher
+    validator: TokenValidator
+    clients: ClientAuthenticator
+    sessions: SessionContext
     owns_store: bool = True
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -75,14 +83,29 @@ def build_container(
         lock_ttl=timedelta(seconds=settings.key_lock_ttl_seconds),
         generate=key_generator,
     )
+    keyring = KeyRing()
+    hasher = PasswordHasher.from_settings(settings)
     return Container(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
         store=store,
         clock=clock,
-        keyring=KeyRing(),
+        keyring=keyring,
         keys=keys,
+        hasher=hasher,
+        validator=TokenValidator(keyring, store, settings, clock),
+        clients=ClientAuthenticator(
+            sessionmaker, hasher, cache_seconds=settings.client_auth_cache_seconds
+        ),
+        sessions=SessionContext(
+            sessionmaker=sessionmaker,
+            store=store,
+            keyring=keyring,
+            settings=settings,
+            clock=clock,
+            serialize_refreshes=settings.is_sqlite,
+        ),
         owns_store=owns_store,
     )
 
@@ -136,3 +159,4 @@ async def stop(container: Container) -> None:
         with contextlib.suppress(StoreUnavailableError):
             await container.store.close()
     await container.engine.dispose()
+    container.hasher.close()

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     key_cache_refresh_seconds: int = Field(60, ge=1)
     key_lock_ttl_seconds: int = Field(30, ge=5)
     max_request_bytes: int = Field(65_536, ge=1024)
+    validation_cache_size: int = Field(100_000, ge=0)
+    client_auth_cache_seconds: int = Field(30, ge=0, le=300)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import unquote_plus
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.clock import Clock
 from auth_service.container import Container
+from auth_service.errors import InvalidClientError, UnauthorizedError
 from auth_service.services.keyring import KeyRing
 from auth_service.settings import Settings
 from auth_service.store.base import Store
@@ -55,3 +58,56 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 StoreDep = Annotated[Store, Depends(get_store)]
 KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_client_ip(request: Request, settings: SettingsDep) -> str | None:
+    """The peer's address; behind a trusted proxy, the nearest untrusted X-Forwarded-For hop."""
+    peer = request.client.host if request.client else None
+    if peer is None or peer not in settings.trusted_proxies:
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",")]
+    for hop in reversed([hop for hop in hops if hop]):
+        if hop not in settings.trusted_proxies:
+            return hop
+    return peer
+
+
+ClientIpDep = Annotated[str | None, Depends(get_client_ip)]
+
+
+def _bearer_token(request: Request) -> str:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise UnauthorizedError("A Bearer access token is required.")
+    return credentials.strip()
+
+
+async def get_access_claims(request: Request, container: ContainerDep) -> dict[str, Any]:
+    """Claims of the caller's valid user access token (service tokens are refused here)."""
+    verdict = await container.validator.validate(_bearer_token(request))
+    if not verdict.valid or verdict.claims is None:
+        raise UnauthorizedError(f"The access token is not valid ({verdict.error}).")
+    if not isinstance(verdict.claims.get("sid"), str):
+        raise UnauthorizedError("A user access token is required.")
+    return verdict.claims
+
+
+AccessClaimsDep = Annotated[dict[str, Any], Depends(get_access_claims)]
+
+
+async def get_client_id(request: Request, container: ContainerDep) -> str:
+    """HTTP Basic client authentication (RFC 6749 §2.3.1: each part form-urlencoded)."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClientError("Client authentication (HTTP Basic) is required.")
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidClientError() from exc
+    client_id, separator, secret = decoded.partition(":")
+    if not separator:
+        raise InvalidClientError()
+    return await container.clients.authenticate(unquote_plus(client_id), unquote_plus(secret))
+
+
+ClientIdDep = Annotated[str, Depends(get_client_id)]

@@ -31,6 +31,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             connect_args={"timeout": settings.db_connect_timeout_seconds},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     server_settings: dict[str, Any] = {"application_name": "auth-service"}
     if settings.db_statement_timeout_ms:
@@ -51,6 +52,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling would not BEGIN before a SAVEPOINT (so releasing
+    # one committed); SQLAlchemy's recipe: turn it off and emit BEGIN ourselves (below).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout=5000")
@@ -64,6 +68,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
                 cursor.execute("PRAGMA journal_mode=WAL")
     finally:
         cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front: two writers queue (busy_timeout) instead of
+    # deadlocking when both try to upgrade a read lock.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

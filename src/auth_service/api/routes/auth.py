@@ -1,0 +1,175 @@
+"""Frontend endpoints: register, login, refresh, logout, me, sessions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request, Response, status
+
+from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep, SessionDep
+from auth_service.api.schemas.auth import (
+    LoginRequest,
+    LogoutRequest,
+    RefreshRequest,
+    SessionList,
+    SessionOut,
+    TokenPairOut,
+    UserCreate,
+    UserCreated,
+    UserMe,
+)
+from auth_service.api.schemas.common import error_responses
+from auth_service.errors import ErrorCode as E
+from auth_service.errors import NotFoundError, RegistrationClosedError
+from auth_service.services import accounts, sessions
+from auth_service.services.login import login_with_password
+from auth_service.services.revocation import revoke_user_tokens
+
+router = APIRouter(prefix="/auth", tags=["users and sessions"])
+
+_401 = error_responses(401)
+_422 = error_responses(422)
+
+
+def _pair_out(pair: sessions.TokenPair) -> TokenPairOut:
+    return TokenPairOut(**asdict(pair))
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserCreated,
+    responses={
+        **error_responses(
+            409,
+            403,
+            422,
+            s409=(E.EMAIL_TAKEN,),
+            s403=(E.REGISTRATION_CLOSED,),
+            s422=(E.INVALID_REQUEST, E.WEAK_PASSWORD),
+        ),
+    },
+)
+async def register(body: UserCreate, db: SessionDep, container: ContainerDep) -> UserCreated:
+    if not container.settings.registration_open:
+        raise RegistrationClosedError()
+    user = await accounts.register_user(
+        db, container.hasher, container.clock, email=body.email, password=body.password
+    )
+    return UserCreated(id=user.id, email=user.email, created_at=user.created_at)
+
+
+@router.post(
+    "/login",
+    response_model=TokenPairOut,
+    responses=error_responses(
+        401, 403, 422, 429, 503, s401=(E.INVALID_CREDENTIALS,), s403=(E.ACCOUNT_DISABLED,)
+    ),
+)
+async def login(
+    body: LoginRequest, request: Request, db: SessionDep, container: ContainerDep, ip: ClientIpDep
+) -> TokenPairOut:
+    pair = await login_with_password(
+        container.sessions,
+        db,
+        container.hasher,
+        email=body.email,
+        password=body.password,
+        ip=ip,
+        user_agent=request.headers.get("user-agent"),
+    )
+    return _pair_out(pair)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenPairOut,
+    responses=error_responses(401, 422, s401=(E.INVALID_REFRESH_TOKEN, E.REFRESH_TOKEN_REUSED)),
+)
+async def refresh(body: RefreshRequest, container: ContainerDep) -> TokenPairOut:
+    return _pair_out(await sessions.refresh(container.sessions, body.refresh_token))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={**_401, **_422},
+)
+async def logout(
+    claims: AccessClaimsDep,
+    db: SessionDep,
+    container: ContainerDep,
+    body: LogoutRequest | None = None,
+) -> Response:
+    await sessions.logout(container.sessions, db, claims=claims)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=_401
+)
+async def logout_all(claims: AccessClaimsDep, db: SessionDep, container: ContainerDep) -> Response:
+    user_id = uuid.UUID(claims["sub"])
+    ctx = container.sessions
+    await sessions.revoke_all_sessions(ctx, db, user_id=user_id, reason="logout_all")
+    user = await accounts.get_user(db, user_id)
+    now = container.clock.now()
+    if user is not None:
+        user.tokens_revoked_after = now
+    await revoke_user_tokens(container.store, ctx.policy, user_id=str(user_id), now=now)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=UserMe, responses=_401)
+async def me(claims: AccessClaimsDep, db: SessionDep) -> UserMe:
+    user = await accounts.get_user(db, uuid.UUID(claims["sub"]))
+    if user is None:
+        raise NotFoundError("No such user.")
+    return UserMe(
+        id=user.id,
+        email=user.email,
+        roles=list(user.roles),
+        mfa_enabled=user.mfa_enabled,
+        created_at=user.created_at,
+    )
+
+
+@router.get("/sessions", response_model=SessionList, responses=_401)
+async def list_sessions(
+    claims: AccessClaimsDep, db: SessionDep, container: ContainerDep
+) -> SessionList:
+    rows = await sessions.list_sessions(container.sessions, db, user_id=uuid.UUID(claims["sub"]))
+    return SessionList(
+        sessions=[
+            SessionOut(
+                id=row.id,
+                created_at=row.created_at,
+                last_used_at=row.last_used_at,
+                ip=row.ip,
+                user_agent=row.user_agent,
+                current=str(row.id) == claims["sid"],
+            )
+            for row in rows
+        ]
+    )
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={**_401, **error_responses(404)},
+)
+async def delete_session(
+    session_id: uuid.UUID, claims: AccessClaimsDep, db: SessionDep, container: ContainerDep
+) -> Response:
+    await sessions.revoke_session(
+        container.sessions,
+        db,
+        user_id=uuid.UUID(claims["sub"]),
+        session_id=session_id,
+        reason="deleted_by_user",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

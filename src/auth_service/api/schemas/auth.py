@@ -1,0 +1,63 @@
+"""Bodies of the frontend endpoints (/auth/...)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class UserCreate(BaseModel):
+    email: str = Field(
+        max_length=320, description="Trimmed and lower-cased; at most 254 after that."
+    )
+    password: str = Field(max_length=4096, description="12+ characters, at most 1024 UTF-8 bytes.")
+
+
+class LoginRequest(BaseModel):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=4096)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(max_length=1024)
+
+
+class LogoutRequest(BaseModel):
+    refresh_token: str | None = Field(default=None, max_length=1024)
+
+
+class UserCreated(BaseModel):
+    id: uuid.UUID
+    email: str
+    created_at: datetime
+
+
+class UserMe(BaseModel):
+    id: uuid.UUID
+    email: str
+    roles: list[str]
+    mfa_enabled: bool
+    created_at: datetime
+
+
+class TokenPairOut(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]

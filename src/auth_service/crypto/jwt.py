@@ -1,0 +1,246 @@
+"""Access tokens as JWS compact tokens (RFC 7515/7519/9068): a thin, clock-free layer over pyjwt.
+
+Token formats (API.md "Tokens"), header ``{"alg": "RS256", "typ": "at+jwt", "kid": <thumbprint>}``:
+- user access token claims: ``iss, sub, aud, exp, iat, nbf, jti, sid, roles, amr``.
+- service access token claims: ``iss, sub, aud, exp, iat, nbf, jti, roles, client_id, scope``.
+
+Verify in order: ``read_header``; the caller looks the kid up (``unknown_key``/``key_revoked``);
+``verify_signature`` with that key; ``check_token_type``; ``check_claims`` against an injected
+``now``. Failures raise ``TokenRejected(reason)``; no pyjwt exception leaves this module.
+``none`` and every HMAC alg are refused whatever allow-list a caller passes. Header members
+``jku``, ``x5u``, ``jwk``, ``x5c`` are ignored: never fetched, never used to pick or build a key
+(``TokenHeader`` does not carry them); ``kid`` names one of this service's published keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from jwt.types import Options
+
+MAX_TOKEN_LENGTH: Final = 8192
+AT_JWT: Final = "at+jwt"  # RFC 9068 §2.1
+DEFAULT_REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti")
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_KID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # RFC 7638 thumbprints are 43 characters
+_RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+_DECODE_OPTIONS: Final[Options] = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,  # pyjwt >= 2.10 type-checks sub/jti by default; check_claims does it
+    "verify_jti": False,
+}
+
+
+class TokenRejected(Exception):
+    """The token is not valid; ``reason`` is its API.md code for ``{"valid": false}``: malformed,
+    invalid_signature, algorithm_not_allowed, wrong_token_type, expired, not_yet_valid,
+    invalid_issuer or invalid_audience (``unknown_key``/``key_revoked`` are the caller's)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHeader:
+    alg: str
+    kid: str
+    typ: str | None
+
+
+def read_header(token: str, *, allowed_algorithms: Sequence[str]) -> TokenHeader:
+    """Parse and vet the unverified JOSE header; nothing here is trusted until the signature is.
+
+    ``malformed``: not a str, longer than ``MAX_TOKEN_LENGTH`` (checked before any parsing), not
+    three non-empty canonical unpadded base64url segments, a header that is not a UTF-8 JSON
+    object (duplicate members refused), a missing or non-string ``alg``, a ``kid`` that is not
+    1-128 characters of ``[A-Za-z0-9_-]``, a non-string ``typ``, ``crit`` present.
+    ``algorithm_not_allowed``: ``alg`` outside ``allowed_algorithms`` (exact, case-sensitive),
+    and always for ``none`` (any case) and ``HS*``. ``typ`` is returned as given.
+    """
+    allowed = _allow_list(allowed_algorithms)
+    header_segment, payload_segment, signature_segment = _split(token)
+    header = _parse_header(_b64url_decode(header_segment))
+    if not isinstance(alg := header.get("alg"), str) or not alg:
+        raise TokenRejected("malformed")
+    if alg not in allowed:
+        raise TokenRejected("algorithm_not_allowed")
+    kid, typ = header.get("kid"), header.get("typ")
+    if not isinstance(kid, str) or not _KID.fullmatch(kid) or not isinstance(typ, str | None):
+        raise TokenRejected("malformed")
+    if "crit" in header:  # no extension is understood here, so none may be critical
+        raise TokenRejected("malformed")
+    for segment in (payload_segment, signature_segment):
+        _b64url_decode(segment)
+    return TokenHeader(alg=alg, kid=kid, typ=typ)
+
+
+def check_token_type(header: TokenHeader, *, expected: str = AT_JWT) -> None:
+    """``wrong_token_type`` unless ``typ`` is ``expected``, case-insensitively, ``application/``
+    prefix optional (RFC 7515 §4.1.9; RFC 9068 §4 accepts ``at+jwt`` and ``application/at+jwt``)."""
+    if header.typ is None or header.typ.lower().removeprefix("application/") != expected.lower():
+        raise TokenRejected("wrong_token_type")
+
+
+def verify_signature(
+    token: str, public_key: RSAPublicKey, *, algorithms: Sequence[str]
+) -> dict[str, Any]:
+    """Verify the signature only and return the claims, unchecked (see ``check_claims``).
+
+    ``invalid_signature``: it does not verify (an empty signature included).
+    ``algorithm_not_allowed``: alg outside ``algorithms`` minus ``none``/``HS*`` and minus any
+    non-RSA alg (pyjwt raises a bare TypeError for, say, ES256 with an RSA key object).
+    ``malformed``: anything else pyjwt refuses, or a payload that is not a JSON object.
+    """
+    allowed = _allow_list(algorithms) & _RSA_ALGORITHMS
+    _split(token)  # the same strict shape as read_header: pyjwt alone would accept "=" padding
+    if not allowed:
+        raise TokenRejected("algorithm_not_allowed")
+    try:
+        return jwt.decode(
+            token, key=public_key, algorithms=sorted(allowed), options=_DECODE_OPTIONS
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise TokenRejected("invalid_signature") from exc
+    except jwt.InvalidAlgorithmError as exc:
+        raise TokenRejected("algorithm_not_allowed") from exc
+    except jwt.PyJWTError as exc:  # not only InvalidTokenError: InvalidKeyError is a sibling
+        raise TokenRejected("malformed") from exc
+
+
+def check_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    audiences: Sequence[str],
+    now: datetime,
+    leeway: timedelta,
+    required: Sequence[str] = DEFAULT_REQUIRED_CLAIMS,
+) -> None:
+    """Check registered claims against ``now`` (tz-aware) and the configured issuer/audiences.
+
+    In order: ``malformed`` when a ``required`` claim is absent or null, ``exp``/``iat``/``nbf``
+    is not a number (bool excluded) in [0, 253402300799], ``aud`` is neither a string nor a list
+    of strings, or ``iss``/``sub``/``jti`` is not a non-empty string; ``invalid_issuer`` unless
+    ``iss == issuer`` exactly; ``invalid_audience`` unless ``aud`` intersects ``audiences``;
+    ``expired`` when ``now >= exp + leeway``; ``not_yet_valid`` when ``now < nbf - leeway`` or
+    ``iat > now + leeway``. So, with leeway L: ``now = exp + L - 1s`` is valid, ``now = exp + L``
+    expired; ``now = nbf - L`` valid, ``nbf - L - 1s`` not yet; ``now = iat - L`` still valid.
+    """
+    if now.utcoffset() is None or leeway < timedelta(0):
+        raise ValueError("now must be timezone-aware and leeway not negative")
+    if isinstance(audiences, str) or not audiences or not issuer:
+        raise ValueError("issuer must be non-empty and audiences a non-empty list of strings")
+    if any(claims.get(name) is None for name in required):
+        raise TokenRejected("malformed")
+    times = {name: _numeric_date(claims[name]) for name in ("exp", "iat", "nbf") if name in claims}
+    strings = [claims[name] for name in ("iss", "sub", "jti") if name in claims]
+    if not all(isinstance(value, str) and value for value in strings):
+        raise TokenRejected("malformed")
+    token_audiences = _audiences(claims["aud"]) if "aud" in claims else frozenset()
+    if claims.get("iss") != issuer:
+        raise TokenRejected("invalid_issuer")
+    if token_audiences.isdisjoint(audiences):
+        raise TokenRejected("invalid_audience")
+    if "exp" in times and now - leeway >= times["exp"]:
+        raise TokenRejected("expired")
+    if "nbf" in times and now + leeway < times["nbf"]:
+        raise TokenRejected("not_yet_valid")
+    if "iat" in times and times["iat"] > now + leeway:
+        raise TokenRejected("not_yet_valid")
+
+
+def encode_token(
+    claims: Mapping[str, Any],
+    *,
+    private_key: RSAPrivateKey,
+    kid: str,
+    typ: str = AT_JWT,
+    algorithm: str = "RS256",
+) -> str:
+    """Sign ``claims``; the header is exactly ``{"alg", "typ", "kid"}``."""
+    if algorithm not in _RSA_ALGORITHMS:
+        raise ValueError(f"refusing to sign with {algorithm!r}: an RSA algorithm is required")
+    if not _KID.fullmatch(kid) or not typ:
+        raise ValueError("kid must be 1-128 characters of [A-Za-z0-9_-] and typ non-empty")
+    return jwt.encode(
+        dict(claims), private_key, algorithm=algorithm, headers={"typ": typ, "kid": kid}
+    )
+
+
+def _is_forbidden(alg: str) -> bool:
+    return alg.lower() == "none" or alg.upper().startswith("HS")
+
+
+def _allow_list(algorithms: Sequence[str]) -> frozenset[str]:
+    if isinstance(algorithms, str):  # "RS256" would otherwise allow "RS", "S2", ...
+        raise TypeError("algorithms must be a sequence of names, not a str")
+    return frozenset(alg for alg in algorithms if not _is_forbidden(alg))
+
+
+def _split(token: str) -> tuple[str, str, str]:
+    # The length is checked before any parsing, so an over-long token costs nothing more.
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise TokenRejected("malformed")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+        raise TokenRejected("malformed")
+    return parts[0], parts[1], parts[2]
+
+
+def _b64url_decode(segment: str) -> bytes:
+    """Strict RFC 7515 base64url: unpadded and canonical (no stray bits in the last character)."""
+    if not segment or len(segment) % 4 == 1 or not _SEGMENT.fullmatch(segment):
+        raise TokenRejected("malformed")
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
+        raise TokenRejected("malformed")
+    return raw
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(members := dict(pairs)) != len(pairs):
+        raise ValueError("duplicate member name")
+    return members
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise TokenRejected("malformed") from None
+    if not isinstance(header, dict):
+        raise TokenRejected("malformed")
+    return header
+
+
+def _numeric_date(value: object) -> datetime:
+    # The range test also refuses NaN, infinities and ints too large for a float.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenRejected("malformed")
+    if not 0 <= value <= _MAX_NUMERIC_DATE:
+        raise TokenRejected("malformed")
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def _audiences(value: object) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset({value})
+    if isinstance(value, list) and all(isinstance(member, str) for member in value):
+        return frozenset(value)
+    raise TokenRejected("malformed")

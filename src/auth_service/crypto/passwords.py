@@ -1,0 +1,143 @@
+"""Password hashing (argon2id) off the event loop, opaque-token digests, constant-time compare.
+
+Formats:
+
+- password hash: argon2id PHC string ``$argon2id$v=19$m=<KiB>,t=<passes>,p=<lanes>$<salt>$<tag>``;
+- opaque token digest (refresh, reset, recovery): lower-case hex SHA-256 of the token's UTF-8.
+
+argon2 work is CPU-bound (tens of milliseconds at production cost), so every hash and
+verification runs in a thread pool: the event loop keeps serving other requests meanwhile.
+No argon2 exception leaves this module: a wrong password or a damaged hash is ``False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError
+
+if TYPE_CHECKING:
+    from auth_service.settings import Settings
+
+_T = TypeVar("_T")
+
+
+class PasswordHasher:
+    """argon2id with the given cost; async methods run in a thread pool.
+
+    The pool is sized to ``os.cpu_count()`` and owned by the hasher unless one is passed in;
+    ``close()`` shuts down an owned pool (a pool passed in belongs to the caller).
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_kib: int,
+        time_cost: int,
+        parallelism: int,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.memory_kib = memory_kib
+        self.time_cost = time_cost
+        self.parallelism = parallelism
+        self._argon2 = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_kib,
+            parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 1, thread_name_prefix="argon2"
+        )
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, executor: ThreadPoolExecutor | None = None
+    ) -> PasswordHasher:
+        return cls(
+            memory_kib=settings.password_hash_memory_kib,
+            time_cost=settings.password_hash_time_cost,
+            parallelism=settings.password_hash_parallelism,
+            executor=executor,
+        )
+
+    async def hash(self, password: str) -> str:
+        """A new argon2id hash of ``password`` with a fresh random salt."""
+        return await self._run(self._argon2.hash, password)
+
+    async def verify(self, hash: str, password: str) -> bool:
+        """Whether ``password`` matches ``hash``; a malformed hash is simply ``False``."""
+        return await self._run(self._verify_sync, hash, password)
+
+    def needs_rehash(self, hash: str) -> bool:
+        """Whether ``hash`` was made with other parameters than this hasher's (or is unreadable)."""
+        try:
+            return self._argon2.check_needs_rehash(hash)
+        except (InvalidHashError, VerificationError, ValueError):
+            return True
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend the time of one verification, for a login whose user does not exist.
+
+        The dummy hash has this hasher's parameters and is made once, on first use; making it
+        costs one argon2 computation with the same parameters, like a verification does.
+        """
+        await self._run(self._verify_dummy_sync, password)
+
+    def close(self) -> None:
+        """Shut down the pool this hasher created (waiting for running work to finish)."""
+        if self._owns_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # Work done in the pool --------------------------------------------------------------
+    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    def _verify_sync(self, hash: str, password: str) -> bool:
+        try:
+            return self._argon2.verify(hash, password)
+        except (VerificationError, InvalidHashError, UnicodeError, ValueError):
+            # VerifyMismatchError is a VerificationError; UnicodeError: a non-ASCII hash or a
+            # password with lone surrogates; ValueError: anything else argon2 cannot parse.
+            return False
+
+    def _verify_dummy_sync(self, password: str) -> None:
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self._argon2.hash(secrets.token_urlsafe(32))
+                return
+            dummy = self._dummy_hash
+        self._verify_sync(dummy, password)
+
+
+def hash_opaque(token: str) -> str:
+    """The stored form of an opaque token (refresh, password reset, recovery code).
+
+    Lower-case hex SHA-256 of the token's UTF-8 bytes, 64 characters. No salt and no slow
+    hash: these tokens are random with at least 128 bits of entropy, so a fast digest cannot
+    be brute-forced, and a deterministic one lets the database look the token up by index.
+    """
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    """Compare two secrets without leaking, through timing, where they first differ."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
+
+
+__all__ = ["PasswordHasher", "constant_time_equals", "hash_opaque"]

@@ -1,0 +1,110 @@
+"""Service clients (HTTP Basic ``client_id:client_secret``, RFC 6749 §2.3.1).
+
+Format: ``client_id`` is ``svc_`` + 16 random URL-safe characters; ``client_secret`` is
+``secrets.token_urlsafe(32)`` (256 bits), stored only as an argon2id hash.
+
+``ClientAuthenticator`` remembers a verified secret as its SHA-256 for a short time, so
+argon2 runs once per client per window, not per request (the validation hot path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from auth_service.clock import Clock
+from auth_service.crypto.passwords import PasswordHasher
+from auth_service.db.models import Client
+from auth_service.errors import InvalidClientError, NotFoundError
+
+CLIENT_ID_PREFIX = "svc_"
+_MAX_CACHED_CLIENTS = 10_000
+_MAX_SECRET_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    client: Client
+    client_secret: str  # shown once
+
+
+async def create_client(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    clock: Clock,
+    *,
+    name: str,
+    scopes: Sequence[str] = (),
+) -> NewClient:
+    secret = secrets.token_urlsafe(32)
+    client = Client(
+        client_id=CLIENT_ID_PREFIX + secrets.token_urlsafe(12),
+        name=name,
+        secret_hash=await hasher.hash(secret),
+        scopes=list(scopes),
+        created_at=clock.now(),
+    )
+    session.add(client)
+    await session.flush()
+    return NewClient(client=client, client_secret=secret)
+
+
+async def list_clients(session: AsyncSession) -> list[Client]:
+    query = select(Client).where(Client.deleted_at.is_(None)).order_by(Client.created_at)
+    return list((await session.scalars(query)).all())
+
+
+async def delete_client(session: AsyncSession, clock: Clock, client_id: str) -> None:
+    client = await session.get(Client, client_id)
+    if client is None or client.deleted_at is not None:
+        raise NotFoundError("No such client.")
+    client.deleted_at = clock.now()
+
+
+class ClientAuthenticator:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        hasher: PasswordHasher,
+        *,
+        cache_seconds: float,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._hasher = hasher
+        self._cache_seconds = cache_seconds
+        self._verified: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    async def authenticate(self, client_id: str, client_secret: str) -> str:
+        """The client id if the secret is right; ``InvalidClientError`` otherwise."""
+        if not client_id or not client_secret or len(client_secret) > _MAX_SECRET_LENGTH:
+            raise InvalidClientError()
+        digest = hashlib.sha256(f"{client_id}\x00{client_secret}".encode()).digest()
+        cached = self._verified.get(client_id)
+        fresh = cached is not None and cached[1] > time.monotonic()
+        if fresh and cached is not None and hmac.compare_digest(cached[0], digest):
+            return client_id
+        async with self._sessionmaker() as session:
+            client = await session.get(Client, client_id) if len(client_id) <= 64 else None
+        if client is None or client.deleted_at is not None:
+            await self._hasher.verify_dummy(client_secret)
+            raise InvalidClientError()
+        if not await self._hasher.verify(client.secret_hash, client_secret):
+            raise InvalidClientError()
+        if self._cache_seconds > 0:
+            self._verified[client_id] = (digest, time.monotonic() + self._cache_seconds)
+            self._verified.move_to_end(client_id)
+            while len(self._verified) > _MAX_CACHED_CLIENTS:
+                self._verified.popitem(last=False)
+        return client_id
+
+    def forget(self, client_id: str) -> None:
+        """Drop a cached verification (this instance; others forget within the window)."""
+        self._verified.pop(client_id, None)

@@ -1,0 +1,96 @@
+"""Revocation entries in the store: every instance sees them, and each expires on its own.
+
+Keys (under the store prefix):
+- ``revoked:jti:<jti>``: one access token; lives until that token could no longer be valid.
+- ``revoked:sid:<sid>``: a session; no new token is issued for it, so it lives one access
+  TTL plus leeway.
+- ``user:<id>:revoked-after``: epoch seconds; tokens issued at or before it are revoked.
+- ``user:<id>:disabled``: set while the user is disabled (a disabled user gets no new token,
+  so it too can expire after one access TTL plus leeway).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from auth_service.store.base import Store
+
+
+def jti_key(jti: str) -> str:
+    return f"revoked:jti:{jti}"
+
+
+def sid_key(sid: str) -> str:
+    return f"revoked:sid:{sid}"
+
+
+def revoked_after_key(user_id: str) -> str:
+    return f"user:{user_id}:revoked-after"
+
+
+def disabled_key(user_id: str) -> str:
+    return f"user:{user_id}:disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationPolicy:
+    """How long entries must live: any token they target is dead by then."""
+
+    access_ttl: timedelta
+    leeway: timedelta
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.access_ttl + self.leeway
+
+
+async def revoke_jti(
+    store: Store, *, jti: str, expires_at: datetime, now: datetime, leeway: timedelta
+) -> None:
+    remaining = expires_at + leeway - now
+    if remaining > timedelta(0):
+        await store.put(jti_key(jti), "1", remaining)
+
+
+async def revoke_sessions(store: Store, policy: RevocationPolicy, session_ids: list[str]) -> None:
+    for sid in session_ids:
+        await store.put(sid_key(sid), "1", policy.horizon)
+
+
+async def revoke_user_tokens(
+    store: Store, policy: RevocationPolicy, *, user_id: str, now: datetime
+) -> None:
+    """Every token of the user issued up to ``now`` (whole seconds, as ``iat``) is revoked."""
+    await store.put(revoked_after_key(user_id), str(math.floor(now.timestamp())), policy.horizon)
+
+
+async def mark_disabled(
+    store: Store, policy: RevocationPolicy, *, user_id: str, disabled: bool
+) -> None:
+    if disabled:
+        await store.put(disabled_key(user_id), "1", policy.horizon)
+    else:
+        await store.delete(disabled_key(user_id))
+
+
+def revocation_keys(*, jti: str, sid: str | None, user_id: str) -> list[str]:
+    keys = [jti_key(jti), revoked_after_key(user_id), disabled_key(user_id)]
+    if sid is not None:
+        keys.append(sid_key(sid))
+    return keys
+
+
+def revocation_reason(values: list[str | None], *, iat: float, has_sid: bool) -> str | None:
+    """Interpret ``get_many(revocation_keys(...))``: the reason code, or None if live."""
+    jti_value, revoked_after, disabled = values[0], values[1], values[2]
+    if disabled is not None:
+        return "user_disabled"
+    if jti_value is not None:
+        return "token_revoked"
+    if has_sid and values[3] is not None:
+        return "session_revoked"
+    if revoked_after is not None and iat <= float(revoked_after):
+        return "token_revoked"
+    return None

@@ -1,0 +1,151 @@
+"""Token validation, the hot path: no database, one store round trip per call (or per batch).
+
+Order (API.md "A token is valid only if ALL hold"): header (size, shape, alg allow-list, kid
+charset) → ``typ`` → kid in the in-memory key cache (``unknown_key``, ``key_revoked``) →
+signature (remembered in a bounded LRU keyed by the token string, so a token's RSA verify
+runs once; key status, claims and revocation are still checked on every call) → claims
+against the injected clock → revocation (jti, sid, user revoke-after, user disabled) in ONE
+pipelined store read. A store failure fails closed: ``ServiceUnavailableError``, never valid.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from auth_service.clock import Clock
+from auth_service.crypto.jwt import (
+    TokenRejected,
+    check_claims,
+    check_token_type,
+    read_header,
+    verify_signature,
+)
+from auth_service.errors import ServiceUnavailableError
+from auth_service.services.keyring import KeyRing
+from auth_service.services.revocation import revocation_keys, revocation_reason
+from auth_service.settings import Settings
+from auth_service.store.base import Store, StoreUnavailableError
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    valid: bool
+    claims: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class SignatureCache:
+    """A bounded LRU of token string → verified claims. Size 0 disables it."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        if not self._size:
+            return None
+        with self._lock:
+            claims = self._entries.get(token)
+            if claims is not None:
+                self._entries.move_to_end(token)
+            return claims
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        if not self._size:
+            return
+        with self._lock:
+            self._entries[token] = claims
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+class TokenValidator:
+    def __init__(self, keyring: KeyRing, store: Store, settings: Settings, clock: Clock) -> None:
+        self._keyring = keyring
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._cache = SignatureCache(settings.validation_cache_size)
+
+    async def validate(self, token: str) -> Verdict:
+        return (await self.validate_many([token]))[0]
+
+    async def validate_many(self, tokens: Sequence[str]) -> list[Verdict]:
+        now = self._clock.now()
+        staged: list[Verdict | dict[str, Any]] = [self._verify_offline(t, now) for t in tokens]
+        keys: list[str] = []
+        for item in staged:
+            if isinstance(item, dict):
+                keys.extend(_keys_for(item))
+        try:
+            values = await self._store.get_many(keys) if keys else []
+        except StoreUnavailableError as exc:
+            raise ServiceUnavailableError("revocations cannot be checked right now") from exc
+        verdicts: list[Verdict] = []
+        offset = 0
+        for item in staged:
+            if isinstance(item, Verdict):
+                verdicts.append(item)
+                continue
+            count = len(_keys_for(item))
+            reason = revocation_reason(
+                values[offset : offset + count], iat=float(item["iat"]), has_sid="sid" in item
+            )
+            offset += count
+            verdicts.append(Verdict(valid=False, error=reason) if reason else Verdict(True, item))
+        return verdicts
+
+    def _verify_offline(self, token: str, now: datetime) -> Verdict | dict[str, Any]:
+        settings = self._settings
+        try:
+            header = read_header(token, allowed_algorithms=settings.allowed_algorithms)
+            check_token_type(header)
+            key = self._keyring.lookup(header.kid)
+            if key is None or key.status == "expired":
+                return Verdict(valid=False, error="unknown_key")
+            if key.status == "revoked":
+                return Verdict(valid=False, error="key_revoked")
+            if key.expires_at is not None and now >= key.expires_at:
+                return Verdict(valid=False, error="unknown_key")
+            claims = self._cache.get(token)
+            if claims is None:
+                claims = verify_signature(
+                    token, key.public_key, algorithms=settings.allowed_algorithms
+                )
+                _check_shape(claims)
+                self._cache.put(token, claims)
+            check_claims(
+                claims,
+                issuer=settings.issuer,
+                audiences=settings.audience,
+                now=now,
+                leeway=settings.clock_leeway,
+            )
+        except TokenRejected as exc:
+            return Verdict(valid=False, error=exc.reason)
+        return claims
+
+
+def _check_shape(claims: dict[str, Any]) -> None:
+    """Our own claims: a user token names its session, a service token its client."""
+    sid, client_id, roles = claims.get("sid"), claims.get("client_id"), claims.get("roles", [])
+    if not isinstance(sid, str) and not isinstance(client_id, str):
+        raise TokenRejected("malformed")
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise TokenRejected("malformed")
+
+
+def _keys_for(claims: dict[str, Any]) -> list[str]:
+    sid = claims.get("sid")
+    return revocation_keys(
+        jti=str(claims["jti"]),
+        sid=sid if isinstance(sid, str) else None,
+        user_id=str(claims["sub"]),
+    )

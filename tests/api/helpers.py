@@ -1,0 +1,51 @@
+"""Shared steps for HTTP tests: a registered, logged-in user and a service client."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from auth_service.services.clients import create_client
+from tests.conftest import Service
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class LoggedIn:
+    user_id: str
+    email: str
+    pair: dict[str, Any]
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.pair['access_token']}"}
+
+
+async def register_and_login(
+    service: Service, email: str = "alice@example.com", password: str = PASSWORD
+) -> LoggedIn:
+    created = await service.client.post(
+        "/auth/register", json={"email": email, "password": password}
+    )
+    assert created.status_code == 201, created.text
+    login = await service.client.post("/auth/login", json={"email": email, "password": password})
+    assert login.status_code == 200, login.text
+    return LoggedIn(user_id=created.json()["id"], email=email, pair=login.json())
+
+
+async def client_headers(service: Service, name: str = "billing") -> dict[str, str]:
+    """HTTP Basic headers of a freshly created service client."""
+    container = service.container
+    async with container.sessionmaker() as session, session.begin():
+        created = await create_client(session, container.hasher, container.clock, name=name)
+    raw = f"{created.client.client_id}:{created.client_secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+async def validate(service: Service, token: str, headers: dict[str, str]) -> dict[str, Any]:
+    response = await service.client.post("/validate", json={"token": token}, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
