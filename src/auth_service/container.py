@@ -35,6 +35,7 @@ from auth_service.services.sessions import SessionContext
 from auth_service.services.validation import TokenValidator
 from auth_service.settings import Settings, ensure_production_ready
 from auth_service.store import Store, StoreUnavailableError, create_store
+from auth_service.store.mirror import MirroredStore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Container:
     clients: ClientAuthenticator
     sessions: SessionContext
     owns_store: bool = True
+    mirror: MirroredStore | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -74,6 +76,9 @@ def build_container(
             settings.redis_key_prefix,
             socket_timeout=settings.redis_socket_timeout_seconds,
         )
+    mirror = MirroredStore(store) if settings.revocation_mirror else None
+    if mirror is not None:
+        store = mirror
     keys = KeyContext(
         sessionmaker=sessionmaker,
         store=store,
@@ -107,6 +112,7 @@ def build_container(
             serialize_refreshes=settings.is_sqlite,
         ),
         owns_store=owns_store,
+        mirror=mirror,
     )
 
 
@@ -130,6 +136,10 @@ async def start(container: Container) -> None:
         await ensure_signing_keys(container.keys)
     except StoreUnavailableError as exc:
         raise ConfigurationError(f"cannot reach the store (AUTH_REDIS_URL): {exc}") from exc
+    if container.mirror is not None:
+        container.tasks.append(
+            asyncio.create_task(container.mirror.follow(), name="revocation-mirror")
+        )
     # Load once before serving, so that a wrong secret fails start-up with one clear line.
     container.keyring.replace(await load_snapshot(container.keys))
     ready = asyncio.Event()
@@ -158,5 +168,7 @@ async def stop(container: Container) -> None:
     if container.owns_store:
         with contextlib.suppress(StoreUnavailableError):
             await container.store.close()
+    elif container.mirror is not None:
+        container.mirror.mark_stale()  # an injected store lives on; this mirror does not
     await container.engine.dispose()
     container.hasher.close()

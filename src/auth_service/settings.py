@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     jwks_max_age_seconds: int = Field(300, ge=0, le=86_400)
     key_cache_refresh_seconds: int = Field(60, ge=1)
     key_lock_ttl_seconds: int = Field(30, ge=5)
-    max_request_bytes: int = Field(65_536, ge=1024)
+    max_request_bytes: int = Field(524_288, ge=1024)
     validation_cache_size: int = Field(100_000, ge=0)
+    revocation_mirror: bool = True
     client_auth_cache_seconds: int = Field(30, ge=0, le=300)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

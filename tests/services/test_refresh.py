@@ -64,7 +64,9 @@ async def test_reuse_after_grace_revokes_the_whole_session(service: Service) -> 
     assert stolen["status"] == 401
     assert stolen["error"] == "refresh_token_reused"
     # The legitimate holder's newer tokens die with the session.
-    assert (await _refresh(service, str(rotated["refresh_token"])))["error"] == "invalid_refresh_token"
+    assert (await _refresh(service, str(rotated["refresh_token"])))[
+        "error"
+    ] == "invalid_refresh_token"
     verdict = await validate(service, str(rotated["access_token"]), headers)
     assert verdict == {"valid": False, "error": "session_revoked"}
     async with service.container.sessionmaker() as db:

@@ -44,6 +44,13 @@ class Store(Protocol):
         """Values of ``keys`` in order (None where missing or expired), in ONE round trip."""
         ...
 
+    async def scan(self, prefix: str) -> list[tuple[str, str, timedelta]]:
+        """Every live entry whose key starts with ``prefix``: (key, value, remaining TTL).
+
+        For resynchronising an in-memory mirror; not for hot paths (Redis: SCAN + pipeline).
+        """
+        ...
+
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed."""
         ...

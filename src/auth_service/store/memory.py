@@ -134,6 +134,19 @@ class MemoryStore:
             values.append(None if entry is None else entry.value)
         return values
 
+    async def scan(self, prefix: str) -> list[tuple[str, str, timedelta]]:
+        """Every live entry under ``prefix``: (key, value, remaining TTL)."""
+        self._check_open()
+        now = self._now()
+        wanted = self._key(prefix)
+        found: list[tuple[str, str, timedelta]] = []
+        for full_key in [k for k in self._entries if k.startswith(wanted)]:
+            entry = self._live(full_key, now)
+            if entry is not None:
+                remaining = timedelta(seconds=entry.expires_at - now)
+                found.append((full_key[len(self._prefix) :], entry.value, remaining))
+        return found
+
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed (and had not expired)."""
         self._check_open()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager, suppress
@@ -169,6 +170,27 @@ class RedisStore:
         with _unavailable("get_many"):
             values = await self._client.mget([self._key(k) for k in keys])
         return [None if v is None else _text(v) for v in values]
+
+    async def scan(self, prefix: str) -> list[tuple[str, str, timedelta]]:
+        """Every live entry under ``prefix``: (key, value, remaining TTL); SCAN + one pipeline."""
+        self._check_open()
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._key(prefix)) + "*"
+        with _unavailable("scan"):
+            keys = [key async for key in self._client.scan_iter(match=pattern, count=1000)]
+            if not keys:
+                return []
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            replies = await pipe.execute()
+        found: list[tuple[str, str, timedelta]] = []
+        for index, key in enumerate(keys):
+            value, ttl_ms = replies[2 * index], replies[2 * index + 1]
+            if value is not None and int(ttl_ms) > 0:
+                name = _text(key)[len(self._prefix) :]
+                found.append((name, _text(value), timedelta(milliseconds=int(ttl_ms))))
+        return found
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed."""

@@ -1,0 +1,169 @@
+"""``MirroredStore``: revocation entries answered from memory, kept current by pub/sub.
+
+Every write under a mirrored prefix (``revoked:``, ``user:``) goes to the store, is applied
+to this instance's mirror at once, and is announced on ``revocations`` so every other
+instance applies it within milliseconds. A reader (``get_many``) is answered from memory
+only while the mirror is known to be current: subscribed, and resynchronised from a full
+``scan`` after (re)subscribing. Otherwise — before the first sync, while reconnecting, or
+for any key outside the mirrored prefixes — it asks the store, as without the mirror.
+Entries expire locally with the TTL they have in the store, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
+
+from auth_service.store.base import RateLimitResult, Store, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "revocations"
+MIRRORED_PREFIXES = ("revoked:", "user:")
+_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
+
+
+def is_mirrored(key: str) -> bool:
+    return key.startswith(MIRRORED_PREFIXES)
+
+
+class MirroredStore:
+    def __init__(self, inner: Store, *, time_source: Callable[[], float] = time.monotonic) -> None:
+        self.inner = inner
+        self._now = time_source
+        self._entries: dict[str, tuple[str, float]] = {}
+        self._current = False
+
+    @property
+    def current(self) -> bool:
+        return self._current
+
+    def mark_stale(self) -> None:
+        """Stop answering from memory (until the follower has resynchronised)."""
+        self._current = False
+
+    # -- the mirror ---------------------------------------------------------------------
+    def _apply(self, key: str, value: str | None, ttl_ms: int) -> None:
+        if value is None or ttl_ms <= 0:
+            self._entries.pop(key, None)
+        else:
+            self._entries[key] = (value, self._now() + ttl_ms / 1000)
+
+    def _apply_message(self, message: str) -> None:
+        try:
+            event = json.loads(message)
+            key, value, ttl_ms = event["k"], event.get("v"), int(event.get("ms", 0))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed revocation event")
+            return
+        if isinstance(key, str) and is_mirrored(key):
+            self._apply(key, value if isinstance(value, str) else None, ttl_ms)
+
+    def _lookup(self, keys: Sequence[str]) -> list[str | None]:
+        now = self._now()
+        values: list[str | None] = []
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and entry[1] <= now:
+                del self._entries[key]
+                entry = None
+            values.append(entry[0] if entry else None)
+        return values
+
+    async def _resync(self) -> None:
+        fresh: dict[str, tuple[str, float]] = {}
+        now = self._now()
+        for prefix in MIRRORED_PREFIXES:
+            for key, value, ttl in await self.inner.scan(prefix):
+                fresh[key] = (value, now + ttl.total_seconds())
+        self._entries = fresh
+
+    async def follow(self) -> None:
+        """Run until cancelled: subscribe, resync, apply events; on any loss, start over."""
+        failures = 0
+        while True:
+            try:
+                async with self.inner.subscribe(CHANNEL) as messages:
+                    await self._resync()  # events published meanwhile wait in the subscription
+                    self._current = True
+                    failures = 0
+                    async for message in messages:
+                        self._apply_message(message)
+            except StoreUnavailableError as exc:
+                log.warning(
+                    "revocation mirror lost the store (%s); reading the store directly", exc
+                )
+            except Exception:
+                log.exception("revocation mirror failed; reading the store directly")
+            finally:
+                self._current = False
+            await asyncio.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)])
+            failures += 1
+
+    async def _announce(self, key: str, value: str | None, ttl_ms: int) -> None:
+        self._apply(key, value, ttl_ms)
+        try:
+            await self.inner.publish(CHANNEL, json.dumps({"k": key, "v": value, "ms": ttl_ms}))
+        except StoreUnavailableError:
+            # Others may have missed it: they resync when their subscription comes back.
+            self._current = False
+            raise
+
+    # -- the Store protocol -----------------------------------------------------------------
+    async def put(self, key: str, value: str, ttl: timedelta) -> None:
+        await self.inner.put(key, value, ttl)
+        if is_mirrored(key):
+            await self._announce(key, value, max(1, int(ttl.total_seconds() * 1000)))
+
+    async def put_if_absent(self, key: str, value: str, ttl: timedelta) -> bool:
+        stored = await self.inner.put_if_absent(key, value, ttl)
+        if stored and is_mirrored(key):
+            await self._announce(key, value, max(1, int(ttl.total_seconds() * 1000)))
+        return stored
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        if self._current and all(is_mirrored(key) for key in keys):
+            return self._lookup(keys)
+        return await self.inner.get_many(keys)
+
+    async def scan(self, prefix: str) -> list[tuple[str, str, timedelta]]:
+        return await self.inner.scan(prefix)
+
+    async def delete(self, key: str) -> bool:
+        existed = await self.inner.delete(key)
+        if is_mirrored(key):
+            await self._announce(key, None, 0)
+        return existed
+
+    async def hit(self, key: str, limit: int, window: timedelta) -> RateLimitResult:
+        return await self.inner.hit(key, limit, window)
+
+    async def reset_counter(self, key: str) -> None:
+        await self.inner.reset_counter(key)
+
+    async def acquire_lock(self, name: str, ttl: timedelta) -> str | None:
+        return await self.inner.acquire_lock(name, ttl)
+
+    async def release_lock(self, name: str, token: str) -> bool:
+        return await self.inner.release_lock(name, token)
+
+    async def extend_lock(self, name: str, token: str, ttl: timedelta) -> bool:
+        return await self.inner.extend_lock(name, token, ttl)
+
+    async def publish(self, channel: str, message: str) -> None:
+        await self.inner.publish(channel, message)
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        return self.inner.subscribe(channel)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def close(self) -> None:
+        self._current = False
+        await self.inner.close()

@@ -1,0 +1,130 @@
+"""The revocation mirror: answers from memory only while it is known to be current."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import timedelta
+
+import pytest
+
+from auth_service.store import MemoryStore, RedisStore, Store
+from auth_service.store.mirror import CHANNEL, MirroredStore
+from tests.conftest import REDIS_URL, is_postgres
+
+HOUR = timedelta(hours=1)
+
+
+class CountingStore:
+    """The real store, counting reads (to prove which reads the mirror answers)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        self.reads += 1
+        return await self.inner.get_many(keys)
+
+
+async def _until(predicate: Callable[[], bool], seconds: float = 1.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+async def second_store(store: Store, redis_prefix: str) -> AsyncIterator[Store]:
+    """Another instance's connection to the same store."""
+    if not is_postgres():
+        yield store
+        return
+    other = RedisStore.from_url(REDIS_URL, prefix=redis_prefix)
+    yield other
+    await other.close()
+
+
+@contextlib.asynccontextmanager
+async def following(mirror: MirroredStore) -> AsyncIterator[MirroredStore]:
+    task = asyncio.create_task(mirror.follow())
+    try:
+        assert await _until(lambda: mirror.current, 2.0)
+        yield mirror
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_current_mirror_answers_without_reading_the_store(store: Store) -> None:
+    counting = CountingStore(store)
+    mirror = MirroredStore(counting)  # type: ignore[arg-type]
+    assert await mirror.get_many(["revoked:jti:a"]) == [None]
+    assert counting.reads == 1  # not current yet: the store answers
+    async with following(mirror):
+        await mirror.put("revoked:jti:a", "1", HOUR)
+        assert await mirror.get_many(["revoked:jti:a", "revoked:jti:b"]) == ["1", None]
+        assert counting.reads == 1
+        assert await mirror.get_many(["login:x"]) == [None]  # not mirrored: the store answers
+        assert counting.reads == 2
+
+
+async def test_a_revocation_reaches_another_instance_within_a_second(
+    store: Store, second_store: Store
+) -> None:
+    first, second = MirroredStore(store), MirroredStore(second_store)
+    async with following(first), following(second):
+        await first.put("revoked:sid:s1", "1", HOUR)
+        assert await _until(lambda: second._lookup(["revoked:sid:s1"]) == ["1"], 1.0)
+        assert await second.get_many(["revoked:sid:s1"]) == ["1"]
+        await first.delete("revoked:sid:s1")
+        assert await _until(lambda: second._lookup(["revoked:sid:s1"]) == [None], 1.0)
+
+
+async def test_resync_picks_up_what_was_written_before_subscribing(store: Store) -> None:
+    await store.put("user:u1:disabled", "1", HOUR)  # written by an instance without a mirror
+    mirror = MirroredStore(store)
+    async with following(mirror):
+        assert mirror._lookup(["user:u1:disabled"]) == ["1"]
+
+
+async def test_entries_expire_locally_with_their_store_ttl(store: Store) -> None:
+    mirror = MirroredStore(store)
+    async with following(mirror):
+        await mirror.put("revoked:jti:short", "1", timedelta(milliseconds=100))
+        assert await mirror.get_many(["revoked:jti:short"]) == ["1"]
+        await asyncio.sleep(0.2)
+        assert await mirror.get_many(["revoked:jti:short"]) == [None]
+
+
+async def test_a_malformed_event_is_ignored(store: Store) -> None:
+    mirror = MirroredStore(store)
+    async with following(mirror):
+        for junk in (
+            "not json",
+            json.dumps({"v": "1"}),
+            json.dumps({"k": "login:x", "v": "1", "ms": 1000}),
+        ):
+            await store.publish(CHANNEL, junk)
+        await store.publish(CHANNEL, json.dumps({"k": "revoked:jti:z", "v": "1", "ms": 60_000}))
+        assert await _until(lambda: mirror._lookup(["revoked:jti:z"]) == ["1"])
+        assert mirror.current
+        assert "login:x" not in mirror._entries
+
+
+async def test_a_lost_subscription_falls_back_to_the_store() -> None:
+    inner = MemoryStore()
+    mirror = MirroredStore(inner)
+    async with following(mirror):
+        await inner.close()  # the connection is gone: the subscription ends
+        assert await _until(lambda: not mirror.current)
+        with pytest.raises(Exception, match="closed"):
+            await mirror.get_many(["revoked:jti:a"])  # asks the store, never the stale mirror
