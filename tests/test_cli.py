@@ -169,3 +169,43 @@ def test_an_unsafe_secret_file_is_refused(tmp_path: Path, problem: str) -> None:
     settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{database}")  # type: ignore[call-arg]
     with pytest.raises(ConfigurationError):
         ensure_dev_secret(settings)
+
+
+async def test_create_admin_and_clients_create(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import base64
+
+    settings = service.container.settings
+    monkeypatch.setenv("AUTH_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("AUTH_PASSWORD_HASH_MEMORY_KIB", "8")
+    monkeypatch.setenv("AUTH_PASSWORD_HASH_TIME_COST", "1")
+    monkeypatch.setenv("AUTH_ADMIN_PASSWORD", "an admin passphrase for tests")
+    assert await asyncio.to_thread(main, ["create-admin", "--email", "Root@Example.com"]) == 0
+    assert "created admin root@example.com" in capsys.readouterr().out
+    login = await service.client.post(
+        "/auth/login",
+        json={"email": "root@example.com", "password": "an admin passphrase for tests"},
+    )
+    me = await service.client.get(
+        "/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"}
+    )
+    assert me.json()["roles"] == ["admin"]
+    # The same email again is refused with one line.
+    assert await asyncio.to_thread(main, ["create-admin", "--email", "root@example.com"]) == 2
+    assert (
+        "auth-service: error: An account with this email already exists." in capsys.readouterr().err
+    )
+
+    assert await asyncio.to_thread(main, ["clients", "create", "billing"]) == 0
+    lines = dict(line.split("=", 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert lines["client_id"].startswith("svc_")
+    assert len(lines["client_secret"]) == 43
+    basic = base64.b64encode(f"{lines['client_id']}:{lines['client_secret']}".encode()).decode()
+    checked = await service.client.post(
+        "/validate",
+        json={"token": login.json()["access_token"]},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert checked.json()["valid"] is True
