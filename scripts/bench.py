@@ -1,170 +1,357 @@
-"""`make bench`: the service as a real uvicorn process (one worker) on PostgreSQL + Redis,
-driven by wrk from another core. Prints requests/s and p50/p99 latency for each scenario.
+"""`make bench`: the service as a real uvicorn process (one worker, core 0) on a fresh PostgreSQL
+database + Redis, driven by wrk (one thread, core 1). Prints requests/s, p50/p99 latency and
+errors per scenario, then the targets' verdicts (information: the exit status is 0 unless the
+harness fails or a request errs).
 
-Scenarios so far (issue 2): (a) a bare JSON endpoint of the same app, the ceiling; the JWKS
-document (conditional and full). Later issues add /validate, batch, refresh and login.
+(a) bare JSON GET /health/live, the ceiling; JWKS (full and 304, issue 2);
+(b) POST /validate cycling through 1,000 distinct access tokens of 100 users;
+(b-cold) (b) against a second process with AUTH_VALIDATION_CACHE_SIZE=0 and
+AUTH_REVOCATION_MIRROR=false (every verification cache off);
+(c) POST /validate/batch, 100 tokens a request; (d) POST /auth/refresh, every token unused;
+(e) POST /auth/login at the production argon2 cost, against cores / one hash time;
+(b-under-e) (b) and (e) at once: (b)'s p99 while logins run versus idle.
+Scripts and helpers: scripts/bench/ (benchkit.py, scenarios.py, *.lua).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / ".venv" / "bin"
-LUA = ROOT / "scripts" / "bench" / "report.lua"
+from benchkit import (
+    BIN,
+    Result,
+    Server,
+    Wrk,
+    admin,
+    argon2_hash_seconds,
+    can_pin,
+    drop_redis_prefix,
+    machine,
+    run_wrk,
+)
+from scenarios import check_validation, make_fixtures, write_lines
+
+from auth_service.settings import Settings
+
 PG_ADMIN = os.environ.get(
     "AUTH_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS = os.environ.get("AUTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+BATCH = 100
+LOGIN_CONNECTIONS = 8  # logins queue on the argon2 pool: more connections only add latency
+REFRESH_CONNECTIONS = 8
+LOGIN_UNDER_LOAD_CONNECTIONS = 4
+SERVER_CORES = 1  # the service is pinned to one core (taskset -c 0)
+
+# Settings the scenarios need, beyond a production-like default configuration.
+BENCH_SETTINGS = {
+    "AUTH_ACCESS_TOKEN_TTL_SECONDS": "3600",  # every token lives through the whole run
+    "AUTH_LOGIN_FAILURE_LIMIT": "1000000",  # setup and (e) log in thousands of times
+    "AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT": "1000000",
+    # A verified client secret is cached 30 s by default; when it lapses, every in-flight
+    # request re-runs argon2 (~30 ms each, one core): a 40 s /validate run at -c32 measured
+    # p99 490 ms with 30 s, 26 ms with 300 s. 300 s keeps that stampede out of the runs.
+    "AUTH_CLIENT_AUTH_CACHE_SECONDS": "30",
+}
 
 
-@dataclass
-class Result:
-    name: str
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
+def hash_parameters() -> dict[str, int]:
+    fields = Settings.model_fields
+    return {
+        "memory_kib": int(fields["password_hash_memory_kib"].default),
+        "time_cost": int(fields["password_hash_time_cost"].default),
+        "parallelism": int(fields["password_hash_parallelism"].default),
+    }
 
 
-async def _admin(*statements: str) -> None:
-    engine = create_async_engine(PG_ADMIN, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pin(cpu: int) -> list[str]:
-    return (
-        ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-    )
-
-
-def run_wrk(name: str, url: str, seconds: int, connections: int, headers: dict[str, str]) -> Result:
-    command = [
-        *_pin(1),
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--latency",
-        "-s",
-        str(LUA),
-    ]
-    for key, value in headers.items():
-        command += ["-H", f"{key}: {value}"]
-    output = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
-    line = next(line for line in output.splitlines() if line.startswith("BENCH "))
-    data = json.loads(line.removeprefix("BENCH "))
-    return Result(
-        name=name,
-        requests_per_second=data["requests"] / (data["duration_us"] / 1e6),
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        errors=data["socket_errors"] + data["non_2xx"],
-    )
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
-
-    database = f"auth_bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + database
+def service_env(database_url: str, prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
+    cost = hash_parameters()
     env.update(
-        AUTH_DATABASE_URL=url,
+        AUTH_DATABASE_URL=database_url,
         AUTH_REDIS_URL=REDIS,
-        AUTH_REDIS_KEY_PREFIX=f"authbench:{database}:",
+        AUTH_REDIS_KEY_PREFIX=prefix,
         AUTH_KEY_ENCRYPTION_SECRET=subprocess.run(
             [BIN / "auth-service", "gen-secret"], check=True, capture_output=True, text=True
         ).stdout.strip(),
         AUTH_SCHEDULER_ENABLED="false",
         AUTH_LOG_LEVEL="WARNING",
+        AUTH_PASSWORD_HASH_MEMORY_KIB=str(cost["memory_kib"]),
+        AUTH_PASSWORD_HASH_TIME_COST=str(cost["time_cost"]),
+        AUTH_PASSWORD_HASH_PARALLELISM=str(cost["parallelism"]),
+        **BENCH_SETTINGS,
     )
-    port = _free_port()
-    server = None
+    return env
+
+
+def run_scenarios(
+    args: argparse.Namespace, env: dict[str, str], workdir: Path, hash_seconds: float
+) -> tuple[dict[str, Result], int]:
+    seconds, refresh_seconds, conns = args.seconds, args.refresh_seconds, args.connections
+    servers: list[Server] = []
+    loads: list[Wrk] = []
+    results: dict[str, Result] = {}
     try:
         subprocess.run([BIN / "auth-service", "migrate"], env=env, check=True, capture_output=True)
-        server = subprocess.Popen(
-            [
-                *_pin(0),
-                BIN / "auth-service",
-                "serve",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the service did not become ready")
-            time.sleep(0.2)
-        etag = httpx.get(f"{base}/.well-known/jwks.json").headers["etag"]
-        scenarios = [
-            ("(a) bare JSON: GET /health/live", f"{base}/health/live", {}),
-            ("JWKS: GET /.well-known/jwks.json", f"{base}/.well-known/jwks.json", {}),
-            ("JWKS 304: If-None-Match", f"{base}/.well-known/jwks.json", {"If-None-Match": etag}),
-        ]
-        results = [run_wrk(name, u, args.seconds, args.connections, h) for name, u, h in scenarios]
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=15)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        server = Server(env)
+        servers.append(server)
+        base = server.start().base
+        print("setup: 100 users registered and logged in 10 times each (argon2, ~1 min)...")
+        data = make_fixtures(base, env)
+        tokens = write_lines(workdir / "access.txt", data.access_tokens)
+        refresh = write_lines(workdir / "refresh.txt", data.refresh_tokens)
+        logins = write_lines(workdir / "logins.txt", [f"{e}\t{p}" for e, p in data.credentials])
+        token_size = max(len(t) for t in data.access_tokens)
+        check_validation(base, data.basic, data.access_tokens)
+        validate = {
+            "script": "validate.lua",
+            "headers": {"Authorization": data.basic},
+            "script_args": (str(tokens),),
+        }
+        etag = server_etag(base)
 
-    ceiling = results[0].requests_per_second
-    print(
-        f"\nauth-service benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{os.cpu_count()} cores, "
-        f"1 uvicorn worker on core 0, wrk -t1 -c{args.connections} -d{args.seconds}s on core 1"
-    )
-    print("| scenario | req/s | ratio to (a) | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r.name} | {r.requests_per_second:,.0f} | {r.requests_per_second / ceiling:.2f} | "
-            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |"
+        def run(key: str, name: str, url: str, **options: object) -> Result:
+            print(f"running {name} ...", flush=True)
+            results[key] = run_wrk(name, url, **options)
+            return results[key]
+
+        run(
+            "a",
+            "(a) bare JSON: GET /health/live",
+            f"{base}/health/live",
+            seconds=seconds,
+            connections=conns,
         )
-    return 0 if all(r.errors == 0 for r in results) else 1
+        run(
+            "jwks",
+            "JWKS: GET /.well-known/jwks.json",
+            f"{base}/.well-known/jwks.json",
+            seconds=seconds,
+            connections=conns,
+        )
+        run(
+            "jwks304",
+            "JWKS 304: If-None-Match",
+            f"{base}/.well-known/jwks.json",
+            seconds=seconds,
+            connections=conns,
+            headers={"If-None-Match": etag},
+        )
+        run(
+            "b",
+            "(b) POST /validate, 1,000 tokens",
+            f"{base}/validate",
+            seconds=seconds,
+            connections=conns,
+            **validate,
+        )
+
+        cold = Server(env, AUTH_VALIDATION_CACHE_SIZE="0", AUTH_REVOCATION_MIRROR="false")
+        servers.append(cold)
+        cold.start()
+        check_validation(cold.base, data.basic, data.access_tokens)
+        run(
+            "b-cold",
+            "(b-cold) same, signature cache and revocation mirror off",
+            f"{cold.base}/validate",
+            seconds=seconds,
+            connections=conns,
+            **validate,
+        )
+        cold.stop()
+
+        r = run(
+            "c",
+            f"(c) POST /validate/batch, {BATCH} tokens",
+            f"{base}/validate/batch",
+            seconds=seconds,
+            connections=conns,
+            **{**validate, "script_args": (str(tokens), str(BATCH))},
+        )
+        r.notes.append(f"{BATCH * r.requests_per_second:,.0f} tokens/s")
+        r = run(
+            "e",
+            "(e) POST /auth/login, argon2 m={memory_kib} t={time_cost} p={parallelism}".format(
+                **hash_parameters()
+            ),
+            f"{base}/auth/login",
+            seconds=seconds,
+            connections=LOGIN_CONNECTIONS,
+            script="login.lua",
+            script_args=(str(logins),),
+        )
+        r.notes.append(
+            f"target {0.60 * SERVER_CORES / hash_seconds:,.1f}/s = 0.60 x {SERVER_CORES} core "
+            f"/ {hash_seconds * 1000:.1f} ms"
+        )
+
+        print("running (b-under-e) ...", flush=True)
+        login = Wrk(
+            "(e) logins alongside",
+            f"{base}/auth/login",
+            seconds=seconds + 1,
+            connections=LOGIN_UNDER_LOAD_CONNECTIONS,
+            script="login.lua",
+            script_args=(str(logins),),
+        )
+        loads.append(login)
+        under = Wrk(
+            "(b-under-e) (b) while (e) runs (-c4)",
+            f"{base}/validate",
+            seconds=seconds,
+            connections=conns,
+            **validate,
+        )
+        loads.append(under)
+        results["b-under-e"] = under.result()
+        results["e-alongside"] = login.result()
+        results["b-under-e"].notes.append(
+            f"idle p99 {results['b'].p99_ms:.2f} ms; logins alongside: "
+            f"{results['e-alongside'].requests_per_second:,.1f}/s, "
+            f"{results['e-alongside'].errors} errors"
+        )
+
+        r = run(
+            "d",
+            "(d) POST /auth/refresh, unused tokens",
+            f"{base}/auth/refresh",
+            seconds=refresh_seconds,
+            connections=REFRESH_CONNECTIONS,
+            script="refresh.lua",
+            script_args=(str(refresh),),
+        )
+        r.notes.append(
+            f"{len(data.refresh_tokens):,} pre-minted tokens, then "
+            f"{max(0, r.requests - len(data.refresh_tokens)):,} of their successors"
+        )
+        return results, token_size
+    finally:
+        for load in loads:
+            load.stop()
+        for server in servers:
+            server.stop()
+
+
+def server_etag(base: str) -> str:
+    import httpx
+
+    return httpx.get(f"{base}/.well-known/jwks.json", timeout=10).headers["etag"]
+
+
+def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str, bool, str]]:
+    a, b, cold, c = results["a"], results["b"], results["b-cold"], results["c"]
+    e, under = results["e"], results["b-under-e"]
+    login_target = 0.60 * SERVER_CORES / hash_seconds
+    return [
+        (
+            "(b) >= 0.60 x (a) req/s",
+            b.requests_per_second >= 0.60 * a.requests_per_second,
+            f"{b.requests_per_second:,.0f} vs {0.60 * a.requests_per_second:,.0f}",
+        ),
+        (
+            "(b) p99 <= 2 x (a) p99",
+            b.p99_ms <= 2 * a.p99_ms,
+            f"{b.p99_ms:.2f} ms vs {2 * a.p99_ms:.2f} ms",
+        ),
+        (
+            "(b-cold) >= 0.40 x (a) req/s",
+            cold.requests_per_second >= 0.40 * a.requests_per_second,
+            f"{cold.requests_per_second:,.0f} vs {0.40 * a.requests_per_second:,.0f}",
+        ),
+        (
+            "(c) tokens/s >= 5 x (b) req/s",
+            BATCH * c.requests_per_second >= 5 * b.requests_per_second,
+            f"{BATCH * c.requests_per_second:,.0f} vs {5 * b.requests_per_second:,.0f}",
+        ),
+        (
+            "(e) >= 0.60 x cores / hash time",
+            e.requests_per_second >= login_target,
+            f"{e.requests_per_second:,.1f}/s vs 0.60 x {SERVER_CORES} / "
+            f"{hash_seconds * 1000:.1f} ms = {login_target:,.1f}/s",
+        ),
+        (
+            "(b-under-e) p99 <= 3 x (b) idle p99",
+            under.p99_ms <= 3 * b.p99_ms,
+            f"{under.p99_ms:.2f} ms vs {3 * b.p99_ms:.2f} ms",
+        ),
+    ]
+
+
+def report(
+    args: argparse.Namespace, results: dict[str, Result], hash_seconds: float, token_size: int
+) -> None:
+    ceiling = results["a"].requests_per_second
+    cost = hash_parameters()
+    print(
+        f"\nauth-service benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
+        "1 uvicorn worker on core 0, wrk -t1 on core 1"
+        + ("" if can_pin() else " (taskset unavailable: not pinned)")
+        + f", {args.seconds} s per scenario ({args.refresh_seconds} s for (d)), "
+        f"-c{args.connections} ((d) -c{REFRESH_CONNECTIONS}, (e) -c{LOGIN_CONNECTIONS})"
+    )
+    print(
+        f"argon2id m={cost['memory_kib']} t={cost['time_cost']} p={cost['parallelism']}: "
+        f"{hash_seconds * 1000:.1f} ms a hash (mean of 20, in-process, core 0); "
+        f"access tokens {token_size} bytes"
+    )
+    print("| scenario | req/s | ratio to (a) | p50 ms | p99 ms | errors | notes |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    order = ["a", "jwks", "jwks304", "b", "b-cold", "c", "d", "e", "b-under-e"]
+    for r in (results[key] for key in order):
+        print(
+            f"| {r.name} | {r.requests_per_second:,.0f} | "
+            f"{r.requests_per_second / ceiling:.3f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{r.errors} | {'; '.join(r.notes)} |"
+        )
+    print("\nTargets:")
+    for label, passed, detail in verdicts(results, hash_seconds):
+        print(f"- {'PASS' if passed else 'FAIL'} {label}: {detail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, help="seconds per scenario (default 10; (d) 5)")
+    parser.add_argument("--quick", action="store_true", help="3 s per scenario, to try it out")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if args.seconds is not None and args.seconds < 1:
+        parser.error("--seconds must be at least 1")
+    default = 3 if args.quick else None
+    args.refresh_seconds = args.seconds or default or 5
+    args.seconds = args.seconds or default or 10
+
+    hash_seconds = argon2_hash_seconds(**hash_parameters(), samples=20)
+    database = f"auth_bench_{uuid.uuid4().hex[:8]}"
+    prefix = f"authbench:{database}:"
+    admin(PG_ADMIN, f'CREATE DATABASE "{database}"')
+    try:
+        env = service_env(PG_ADMIN.rsplit("/", 1)[0] + "/" + database, prefix)
+        with tempfile.TemporaryDirectory(prefix="auth-bench-") as workdir:
+            results, token_size = run_scenarios(args, env, Path(workdir), hash_seconds)
+    finally:
+        admin(PG_ADMIN, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        try:
+            drop_redis_prefix(REDIS, prefix)
+        except Exception as exc:  # the numbers stand; say what was left behind
+            print(f"bench: could not delete the Redis keys {prefix}*: {exc}", file=sys.stderr)
+
+    report(args, results, hash_seconds, token_size)
+    failed = [r.name for r in results.values() if r.errors]
+    if failed:
+        print(f"\nbench: requests failed in: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,235 @@
+"""Plumbing for scripts/bench.py: the database, service processes, wrk runs, argon2 timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
+LUA_DIR = Path(__file__).resolve().parent
+SERVER_CPU = 0
+WRK_CPU = 1
+
+
+@dataclass
+class Result:
+    name: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    notes: list[str] = field(default_factory=list)
+
+
+async def _admin(url: str, statements: tuple[str, ...]) -> None:
+    engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def admin(url: str, *statements: str) -> None:
+    asyncio.run(_admin(url, statements))
+
+
+def drop_redis_prefix(url: str, prefix: str) -> int:
+    """Delete every key under ``prefix`` (the run's own namespace); returns how many."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+        return len(keys)
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def can_pin() -> bool:
+    return bool(shutil.which("taskset")) and (os.cpu_count() or 1) > 1
+
+
+def pin(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if can_pin() else []
+
+
+class Server:
+    """One `auth-service serve` process (one uvicorn worker) pinned to the server core."""
+
+    def __init__(self, env: dict[str, str], **overrides: str) -> None:
+        self.env = {**env, **overrides}
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Server:
+        command = [
+            *pin(SERVER_CPU),
+            str(BIN / "auth-service"),
+            "serve",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+        self.process = subprocess.Popen(command, env=self.env)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with status {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.base}/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not become ready")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+class Wrk:
+    """One wrk process (one thread) pinned to the load core; ``result()`` waits for it."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        seconds: int,
+        connections: int,
+        script: str = "report.lua",
+        headers: dict[str, str] | None = None,
+        script_args: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        command = [
+            *pin(WRK_CPU),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(LUA_DIR / script),
+        ]
+        for key, value in (headers or {}).items():
+            command += ["-H", f"{key}: {value}"]
+        command.append(url)
+        if script_args:
+            command += ["--", *script_args]
+        self.process: subprocess.Popen[str] | None = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def result(self) -> Result:
+        process = self.process
+        if process is None:
+            raise RuntimeError(f"wrk for {self.name} was stopped")
+        stdout, stderr = process.communicate()
+        self.process = None
+        lines = [line for line in stdout.splitlines() if line.startswith("BENCH ")]
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk failed for {self.name} ({process.returncode}): {stderr}")
+        data = json.loads(lines[-1].removeprefix("BENCH "))
+        return Result(
+            name=self.name,
+            requests_per_second=data["requests"] / (data["duration_us"] / 1e6),
+            p50_ms=data["p50_us"] / 1000,
+            p99_ms=data["p99_us"] / 1000,
+            errors=data["socket_errors"] + data["non_2xx"] + data.get("invalid", 0),
+            requests=data["requests"],
+        )
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def run_wrk(name: str, url: str, **options: object) -> Result:
+    wrk = Wrk(name, url, **options)  # type: ignore[arg-type]
+    try:
+        return wrk.result()
+    finally:
+        wrk.stop()
+
+
+def argon2_hash_seconds(
+    *, memory_kib: int, time_cost: int, parallelism: int, samples: int = 20
+) -> float:
+    """Mean time of one argon2id hash at these parameters, on the server's core, in-process."""
+    import argon2
+
+    hasher = argon2.PasswordHasher(
+        time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=argon2.Type.ID
+    )
+    before = os.sched_getaffinity(0)
+    if can_pin():
+        os.sched_setaffinity(0, {SERVER_CPU})
+    try:
+        hasher.hash("warm-up password")
+        started = time.perf_counter()
+        for i in range(samples):
+            hasher.hash(f"benchmark password {i}")
+        return (time.perf_counter() - started) / samples
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def machine() -> str:
+    """CPU model, cores, Python and the commit benchmarked (read-only git)."""
+    import platform
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return (
+        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"commit {commit or 'unknown'}"
+    )
