@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,17 @@ from tests.conftest import TEST_SECRET, Service
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer .env or AUTH_* variable leaks into these runs."""
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No developer .env or AUTH_* variable leaks into these runs; no log handler outlives
+    them (it would write to pytest's closed capture stream)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", "restored-to-absent-after-the-test")
     for name in list(os.environ):
         if name.startswith("AUTH_") and not name.startswith("AUTH_TEST_"):
             monkeypatch.delenv(name)
+    yield
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "auth-service"]
 
 
 def test_gen_secret_prints_86_urlsafe_characters(capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,6 +39,8 @@ from auth_service.store.mirror import MirroredStore
 
 log = logging.getLogger(__name__)
 
+_STOP_SECONDS = 5
+
 
 @dataclass
 class Container:
@@ -136,12 +138,13 @@ async def start(container: Container) -> None:
         await ensure_signing_keys(container.keys)
     except StoreUnavailableError as exc:
         raise ConfigurationError(f"cannot reach the store (AUTH_REDIS_URL): {exc}") from exc
+    # Load once before serving, so that a wrong secret fails start-up with one clear line.
+    # Background followers start only once every check has passed.
+    container.keyring.replace(await load_snapshot(container.keys))
     if container.mirror is not None:
         container.tasks.append(
             asyncio.create_task(container.mirror.follow(), name="revocation-mirror")
         )
-    # Load once before serving, so that a wrong secret fails start-up with one clear line.
-    container.keyring.replace(await load_snapshot(container.keys))
     ready = asyncio.Event()
     container.tasks.append(
         asyncio.create_task(
@@ -161,9 +164,13 @@ async def start(container: Container) -> None:
 async def stop(container: Container) -> None:
     for task in container.tasks:
         task.cancel()
-    for task in container.tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    if container.tasks:
+        # A client library's cleanup must not hold shutdown hostage.
+        _done, stuck = await asyncio.wait(container.tasks, timeout=_STOP_SECONDS)
+        for task in stuck:
+            log.warning(
+                "background task %s did not stop within %ss", task.get_name(), _STOP_SECONDS
+            )
     container.tasks.clear()
     if container.owns_store:
         with contextlib.suppress(StoreUnavailableError):

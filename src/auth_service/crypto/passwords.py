@@ -13,6 +13,7 @@ No argon2 exception leaves this module: a wrong password or a damaged hash is ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -57,7 +58,9 @@ class PasswordHasher:
         )
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
-            max_workers=os.cpu_count() or 1, thread_name_prefix="argon2"
+            max_workers=usable_cores(),
+            thread_name_prefix="argon2",
+            initializer=_lower_thread_priority,
         )
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
@@ -121,6 +124,21 @@ class PasswordHasher:
                 return
             dummy = self._dummy_hash
         self._verify_sync(dummy, password)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _lower_thread_priority() -> None:
+    """Hashing threads yield to the event loop: logins never starve validation (Linux: the
+    nice value is per thread)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def hash_opaque(token: str) -> str:

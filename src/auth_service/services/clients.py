@@ -9,6 +9,7 @@ argon2 runs once per client per window, not per request (the validation hot path
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -81,16 +82,37 @@ class ClientAuthenticator:
         self._hasher = hasher
         self._cache_seconds = cache_seconds
         self._verified: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Lock] = {}
 
     async def authenticate(self, client_id: str, client_secret: str) -> str:
         """The client id if the secret is right; ``InvalidClientError`` otherwise."""
         if not client_id or not client_secret or len(client_secret) > _MAX_SECRET_LENGTH:
             raise InvalidClientError()
         digest = hashlib.sha256(f"{client_id}\x00{client_secret}".encode()).digest()
-        cached = self._verified.get(client_id)
-        fresh = cached is not None and cached[1] > time.monotonic()
-        if fresh and cached is not None and hmac.compare_digest(cached[0], digest):
+        if self._remembered(client_id, digest):
             return client_id
+        # One verification per client at a time: when a cached verification lapses under
+        # load, the other requests wait for it instead of each running argon2 (a stampede).
+        lock = self._in_flight.setdefault(client_id, asyncio.Lock())
+        try:
+            async with lock:
+                if self._remembered(client_id, digest):
+                    return client_id
+                await self._verify(client_id, client_secret, digest)
+                return client_id
+        finally:
+            if not lock.locked():
+                self._in_flight.pop(client_id, None)
+
+    def _remembered(self, client_id: str, digest: bytes) -> bool:
+        cached = self._verified.get(client_id)
+        return (
+            cached is not None
+            and cached[1] > time.monotonic()
+            and hmac.compare_digest(cached[0], digest)
+        )
+
+    async def _verify(self, client_id: str, client_secret: str, digest: bytes) -> None:
         async with self._sessionmaker() as session:
             client = await session.get(Client, client_id) if len(client_id) <= 64 else None
         if client is None or client.deleted_at is not None:
@@ -103,7 +125,6 @@ class ClientAuthenticator:
             self._verified.move_to_end(client_id)
             while len(self._verified) > _MAX_CACHED_CLIENTS:
                 self._verified.popitem(last=False)
-        return client_id
 
     def forget(self, client_id: str) -> None:
         """Drop a cached verification (this instance; others forget within the window)."""

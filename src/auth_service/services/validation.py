@@ -39,28 +39,36 @@ class Verdict:
     error: str | None = None
 
 
+Verified = tuple[str, dict[str, Any]]  # (kid the signature verified against, claims)
+
+
 class SignatureCache:
-    """A bounded LRU of token string → verified claims. Size 0 disables it."""
+    """A bounded LRU of token string → (kid, verified claims). Size 0 disables it.
+
+    An entry exists only for a token whose header passed every check and whose signature
+    verified, so a hit skips header parsing and RSA; key status, claims and revocation are
+    still checked on every call.
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._entries: OrderedDict[str, Verified] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, token: str) -> dict[str, Any] | None:
+    def get(self, token: str) -> Verified | None:
         if not self._size:
             return None
         with self._lock:
-            claims = self._entries.get(token)
-            if claims is not None:
+            entry = self._entries.get(token)
+            if entry is not None:
                 self._entries.move_to_end(token)
-            return claims
+            return entry
 
-    def put(self, token: str, claims: dict[str, Any]) -> None:
+    def put(self, token: str, entry: Verified) -> None:
         if not self._size:
             return
         with self._lock:
-            self._entries[token] = claims
+            self._entries[token] = entry
             self._entries.move_to_end(token)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -105,22 +113,28 @@ class TokenValidator:
     def _verify_offline(self, token: str, now: datetime) -> Verdict | dict[str, Any]:
         settings = self._settings
         try:
-            header = read_header(token, allowed_algorithms=settings.allowed_algorithms)
-            check_token_type(header)
-            key = self._keyring.lookup(header.kid)
+            cached = self._cache.get(token)
+            if cached is None:
+                header = read_header(token, allowed_algorithms=settings.allowed_algorithms)
+                check_token_type(header)
+                kid = header.kid
+            else:
+                kid = cached[0]
+            key = self._keyring.lookup(kid)
             if key is None or key.status == "expired":
                 return Verdict(valid=False, error="unknown_key")
             if key.status == "revoked":
                 return Verdict(valid=False, error="key_revoked")
             if key.expires_at is not None and now >= key.expires_at:
                 return Verdict(valid=False, error="unknown_key")
-            claims = self._cache.get(token)
-            if claims is None:
+            if cached is None:
                 claims = verify_signature(
                     token, key.public_key, algorithms=settings.allowed_algorithms
                 )
                 _check_shape(claims)
-                self._cache.put(token, claims)
+                self._cache.put(token, (kid, claims))
+            else:
+                claims = cached[1]
             check_claims(
                 claims,
                 issuer=settings.issuer,
