@@ -1,0 +1,41 @@
+"""/validate parses its own body (the lean hot path): bad bodies still get the contract's 422."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.helpers import client_headers
+from tests.conftest import Service
+
+
+@pytest.mark.parametrize(
+    ("body", "description"),
+    [
+        (b"{bad", "body: the body is not valid JSON"),
+        (b"\xff\xfe", "body: the body is not valid JSON"),
+        (b"[]", "body: Input should be an object"),
+        (b'{"token": 5}', "token: Input should be a valid string"),
+        (b"{}", "token: Field required"),
+        (b'{"token": "x", "token_type": "refresh"}', "token_type: Input should be 'access'"),
+    ],
+)
+async def test_bad_bodies_are_422_naming_the_field(
+    service: Service, body: bytes, description: str
+) -> None:
+    headers = {**await client_headers(service), "content-type": "application/json"}
+    response = await service.client.post("/validate", content=body, headers=headers)
+    assert response.status_code == 422
+    assert response.json() == {"error": "invalid_request", "error_description": description}
+
+
+async def test_the_client_is_authenticated_before_the_body_is_read(service: Service) -> None:
+    response = await service.client.post("/validate", content=b"{bad")
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+async def test_openapi_still_documents_the_body(service: Service) -> None:
+    spec = (await service.client.get("/openapi.json")).json()
+    body = spec["paths"]["/validate"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["schema"]["properties"]) == {"token", "token_type"}
+    assert body["schema"]["required"] == ["token"]
