@@ -100,11 +100,13 @@ def test_the_list_has_exactly_10000_distinct_lower_case_entries() -> None:
     assert {"123456", "password", "qwerty"} <= entries
 
 
-def test_the_list_file_is_package_data_one_entry_a_line() -> None:
-    data = resources.files("auth_service").joinpath("data").joinpath("common-passwords.txt")
-    lines = data.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == len(set(lines)) == 10_000
-    assert lines[:3] == ["123456", "password", "12345678"]  # most common first
+def test_the_list_file_is_package_data_one_ranked_entry_a_line() -> None:
+    data = resources.files("auth_service").joinpath("data").joinpath("common-passwords.tsv")
+    rows = [line.split("\t") for line in data.read_text(encoding="utf-8").splitlines()]
+    assert [int(rank) for rank, _ in rows] == list(range(1, 10_001))
+    words = [word for _, word in rows]
+    assert len(words) == len(set(words)) == 10_000
+    assert words[:3] == ["123456", "password", "12345678"]  # most common first
 
 
 def test_the_list_is_loaded_once() -> None:

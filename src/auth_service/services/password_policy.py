@@ -6,7 +6,8 @@ A password is refused, with a ``WeakPasswordError`` saying why, when it is:
 - longer than 1024 bytes in UTF-8 (or not encodable as UTF-8 at all);
 - the account's email address, or the part of it before the ``@`` (case-insensitive);
 - one of the 10,000 most common passwords (case-insensitive), shipped as package data in
-  ``auth_service/data/common-passwords.txt`` (provenance in ``data/README.md``).
+  ``auth_service/data/common-passwords.tsv`` (``rank<TAB>password``, most common first;
+  provenance in ``data/README.md``).
 
 Descriptions never repeat the password.
 """
@@ -20,7 +21,7 @@ from auth_service.errors import WeakPasswordError
 
 MIN_LENGTH = 12
 MAX_BYTES = 1024
-COMMON_PASSWORDS_FILE = "common-passwords.txt"
+COMMON_PASSWORDS_FILE = "common-passwords.tsv"
 
 
 @functools.cache
@@ -32,7 +33,8 @@ def common_passwords() -> frozenset[str]:
         .joinpath(COMMON_PASSWORDS_FILE)
         .read_text(encoding="utf-8")
     )
-    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+    rows = (line.split("\t", 1) for line in text.splitlines() if line.strip())
+    return frozenset(row[1] for row in rows if len(row) == 2)
 
 
 def check_password(password: str, *, email: str | None) -> None:
