@@ -111,7 +111,6 @@ def build_container(
             keyring=keyring,
             settings=settings,
             clock=clock,
-            serialize_refreshes=settings.is_sqlite,
         ),
         owns_store=owns_store,
         mirror=mirror,

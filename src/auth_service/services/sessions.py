@@ -2,21 +2,20 @@
 
 Refresh token format: ``secrets.token_urlsafe(32)`` (256 bits), stored only as SHA-256 hex.
 A rotation runs in one transaction with the token row locked (``SELECT … FOR UPDATE`` on
-PostgreSQL; on SQLite, whose one writer serves one instance, an in-process lock). The pair a
-first use returned is kept in the store for the grace period, sealed under a key derived from
-the refresh token itself, so the same request repeated gets the same pair.
+PostgreSQL; on SQLite every transaction is ``BEGIN IMMEDIATE``, so writers already queue).
+The pair a first use returned is kept in the store for the grace period, sealed under a key
+derived from the refresh token itself, so the same request repeated gets the same pair.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import ipaddress
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -57,22 +56,10 @@ class SessionContext:
     keyring: KeyRing
     settings: Settings
     clock: Clock
-    serialize_refreshes: bool  # True on SQLite (one instance, one writer)
-
-    def __post_init__(self) -> None:
-        self._refresh_lock = asyncio.Lock()
 
     @property
     def policy(self) -> RevocationPolicy:
         return RevocationPolicy(self.settings.access_token_ttl, self.settings.clock_leeway)
-
-    @contextlib.asynccontextmanager
-    async def refresh_guard(self) -> AsyncIterator[None]:
-        if not self.serialize_refreshes:
-            yield
-            return
-        async with self._refresh_lock:
-            yield
 
 
 def _new_refresh_token(
@@ -160,8 +147,7 @@ async def refresh(ctx: SessionContext, raw_token: str) -> TokenPair:
     if not raw_token or len(raw_token) > _MAX_REFRESH_TOKEN_LENGTH:
         raise InvalidRefreshTokenError()
     token_hash = hash_opaque(raw_token)
-    async with ctx.refresh_guard():
-        outcome = await _rotate(ctx, raw_token, token_hash)
+    outcome = await _rotate(ctx, raw_token, token_hash)
     if outcome is _Outcome.INVALID:
         raise InvalidRefreshTokenError()
     if outcome is _Outcome.REUSED:
