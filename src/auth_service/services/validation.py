@@ -10,7 +10,6 @@ pipelined store read. A store failure fails closed: ``ServiceUnavailableError``,
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,26 +51,23 @@ class SignatureCache:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: OrderedDict[str, Verified] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Verified] = OrderedDict()  # event-loop use only
 
     def get(self, token: str) -> Verified | None:
         if not self._size:
             return None
-        with self._lock:
-            entry = self._entries.get(token)
-            if entry is not None:
-                self._entries.move_to_end(token)
-            return entry
+        entry = self._entries.get(token)
+        if entry is not None:
+            self._entries.move_to_end(token)
+        return entry
 
     def put(self, token: str, entry: Verified) -> None:
         if not self._size:
             return
-        with self._lock:
-            self._entries[token] = entry
-            self._entries.move_to_end(token)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+        self._entries[token] = entry
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
 
 class TokenValidator:
@@ -88,21 +84,19 @@ class TokenValidator:
     async def validate_many(self, tokens: Sequence[str]) -> list[Verdict]:
         now = self._clock.now()
         staged: list[Verdict | dict[str, Any]] = [self._verify_offline(t, now) for t in tokens]
-        keys: list[str] = []
-        for item in staged:
-            if isinstance(item, dict):
-                keys.extend(_keys_for(item))
+        per_token = [_keys_for(item) if isinstance(item, dict) else [] for item in staged]
+        keys = [key for token_keys in per_token for key in token_keys]
         try:
             values = await self._store.get_many(keys) if keys else []
         except StoreUnavailableError as exc:
             raise ServiceUnavailableError("revocations cannot be checked right now") from exc
         verdicts: list[Verdict] = []
         offset = 0
-        for item in staged:
+        for item, token_keys in zip(staged, per_token, strict=True):
             if isinstance(item, Verdict):
                 verdicts.append(item)
                 continue
-            count = len(_keys_for(item))
+            count = len(token_keys)
             reason = revocation_reason(
                 values[offset : offset + count], iat=float(item["iat"]), has_sid="sid" in item
             )
