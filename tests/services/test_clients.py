@@ -1,0 +1,72 @@
+"""Client authentication and its short-lived cache: attacks and the single-flight guarantee."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from auth_service.container import Container
+from auth_service.crypto.passwords import PasswordHasher
+from auth_service.errors import InvalidClientError
+from auth_service.services.clients import ClientAuthenticator, create_client, delete_client
+
+
+class CountingHasher(PasswordHasher):
+    def __init__(self) -> None:
+        super().__init__(memory_kib=8, time_cost=1, parallelism=1)
+        self.verifications = 0
+
+    async def verify(self, hash: str, password: str) -> bool:
+        self.verifications += 1
+        await asyncio.sleep(0.05)  # long enough for every concurrent caller to arrive
+        return await super().verify(hash, password)
+
+
+@pytest.fixture
+async def setup(make_container: Callable[..., Container]) -> tuple[Container, str, str]:
+    container = make_container()
+    async with container.sessionmaker() as session, session.begin():
+        created = await create_client(session, container.hasher, container.clock, name="billing")
+    return container, created.client.client_id, created.client_secret
+
+
+async def test_a_wrong_secret_is_refused_while_the_right_one_is_cached(
+    setup: tuple[Container, str, str],
+) -> None:
+    container, client_id, secret = setup
+    auth = ClientAuthenticator(container.sessionmaker, container.hasher, cache_seconds=30)
+    assert await auth.authenticate(client_id, secret) == client_id
+    for wrong in (secret[:-1] + ("A" if secret[-1] != "A" else "B"), "", secret + "x"):
+        with pytest.raises(InvalidClientError):
+            await auth.authenticate(client_id, wrong)
+    with pytest.raises(InvalidClientError):
+        await auth.authenticate("svc_unknown", secret)
+    await container.engine.dispose()
+
+
+async def test_concurrent_requests_verify_the_secret_once(
+    setup: tuple[Container, str, str],
+) -> None:
+    container, client_id, secret = setup
+    hasher = CountingHasher()
+    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30)
+    results = await asyncio.gather(*(auth.authenticate(client_id, secret) for _ in range(10)))
+    assert results == [client_id] * 10
+    assert hasher.verifications == 1
+    hasher.close()
+    await container.engine.dispose()
+
+
+async def test_a_deleted_client_is_refused_once_its_cache_lapses(
+    setup: tuple[Container, str, str],
+) -> None:
+    container, client_id, secret = setup
+    auth = ClientAuthenticator(container.sessionmaker, container.hasher, cache_seconds=0)
+    assert await auth.authenticate(client_id, secret) == client_id
+    async with container.sessionmaker() as session, session.begin():
+        await delete_client(session, container.clock, client_id)
+    with pytest.raises(InvalidClientError):
+        await auth.authenticate(client_id, secret)
+    await container.engine.dispose()
