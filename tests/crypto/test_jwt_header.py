@@ -264,15 +264,33 @@ def test_a_tampered_header_fails_the_signature(keys: Keys) -> None:
 def test_a_stripped_signature_is_refused(keys: Keys) -> None:
     h, p, _ = encode_token(claims(), private_key=keys.real, kid=keys.kid).split(".")
     empty_signature, two_segments = f"{h}.{p}.", f"{h}.{p}"
-    # read_header demands a non-empty signature; pyjwt verifies the empty one and it fails.
+    # An empty signature segment is refused as malformed before any RSA work.
     assert reason(lambda: read_header(empty_signature, allowed_algorithms=RS256)) == "malformed"
     assert reason(lambda: verify_signature(empty_signature, keys.public, algorithms=RS256)) == (
-        "invalid_signature"
+        "malformed"
     )
     assert reason(lambda: read_header(two_segments, allowed_algorithms=RS256)) == "malformed"
     assert reason(lambda: verify_signature(two_segments, keys.public, algorithms=RS256)) == (
         "malformed"
     )
+
+
+def test_the_payload_is_not_parsed_before_the_signature_holds(keys: Keys) -> None:
+    h, _, s = encode_token(claims(), private_key=keys.real, kid=keys.kid).split(".")
+    for payload in (b"not json", b"[1, 2]", b'{"a": ' * 800):
+        token = f"{h}.{segment(payload)}.{s}"
+        assert reason(partial(verify_signature, token, keys.public, algorithms=RS256)) == (
+            "invalid_signature"
+        )
+
+
+def test_a_signature_of_the_wrong_length_is_invalid(keys: Keys) -> None:
+    h, p, _ = encode_token(claims(), private_key=keys.real, kid=keys.kid).split(".")
+    for signature in (b"\x00", b"\x01" * 255, b"\xff" * 257, b"\xff" * 256):
+        token = f"{h}.{p}.{segment(signature)}"
+        assert reason(partial(verify_signature, token, keys.public, algorithms=RS256)) == (
+            "invalid_signature"
+        )
 
 
 def test_non_canonical_or_padded_base64url_is_malformed(keys: Keys) -> None:

@@ -23,8 +23,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.padding import (
+    MGF1,
+    PSS,
+    AsymmetricPadding,
+    PKCS1v15,
+)
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from jwt.types import Options
 
 MAX_TOKEN_LENGTH: Final = 8192
 AT_JWT: Final = "at+jwt"  # RFC 9068 §2.1
@@ -32,17 +39,15 @@ DEFAULT_REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _KID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # RFC 7638 thumbprints are 43 characters
-_RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
-_DECODE_OPTIONS: Final[Options] = {
-    "verify_signature": True,
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-    "verify_sub": False,  # pyjwt >= 2.10 type-checks sub/jti by default; check_claims does it
-    "verify_jti": False,
+_RSA_SCHEMES: Final[dict[str, tuple[AsymmetricPadding, hashes.HashAlgorithm]]] = {
+    "RS256": (PKCS1v15(), hashes.SHA256()),
+    "RS384": (PKCS1v15(), hashes.SHA384()),
+    "RS512": (PKCS1v15(), hashes.SHA512()),
+    # RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash output
+    "PS256": (PSS(mgf=MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()),
+    "PS384": (PSS(mgf=MGF1(hashes.SHA384()), salt_length=48), hashes.SHA384()),
+    "PS512": (PSS(mgf=MGF1(hashes.SHA512()), salt_length=64), hashes.SHA512()),
 }
 
 
@@ -63,6 +68,17 @@ class TokenHeader:
     typ: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A token split and decoded once: the vetted header and the raw parts the signature
+    covers (RFC 7515 §5.2). Nothing in it is trusted until ``verify_parsed`` succeeds."""
+
+    header: TokenHeader
+    signing_input: bytes
+    payload: bytes
+    signature: bytes
+
+
 def read_header(token: str, *, allowed_algorithms: Sequence[str]) -> TokenHeader:
     """Parse and vet the unverified JOSE header; nothing here is trusted until the signature is.
 
@@ -73,6 +89,11 @@ def read_header(token: str, *, allowed_algorithms: Sequence[str]) -> TokenHeader
     ``algorithm_not_allowed``: ``alg`` outside ``allowed_algorithms`` (exact, case-sensitive),
     and always for ``none`` (any case) and ``HS*``. ``typ`` is returned as given.
     """
+    return parse_token(token, allowed_algorithms=allowed_algorithms).header
+
+
+def parse_token(token: str, *, allowed_algorithms: Sequence[str]) -> ParsedToken:
+    """``read_header``'s checks, keeping the decoded parts for ``verify_parsed``."""
     allowed = _allow_list(allowed_algorithms)
     header_segment, payload_segment, signature_segment = _split(token)
     header = _parse_header(_b64url_decode(header_segment))
@@ -85,9 +106,12 @@ def read_header(token: str, *, allowed_algorithms: Sequence[str]) -> TokenHeader
         raise TokenRejected("malformed")
     if "crit" in header:  # no extension is understood here, so none may be critical
         raise TokenRejected("malformed")
-    for segment in (payload_segment, signature_segment):
-        _b64url_decode(segment)
-    return TokenHeader(alg=alg, kid=kid, typ=typ)
+    return ParsedToken(
+        header=TokenHeader(alg=alg, kid=kid, typ=typ),
+        signing_input=f"{header_segment}.{payload_segment}".encode("ascii"),
+        payload=_b64url_decode(payload_segment),
+        signature=_b64url_decode(signature_segment),
+    )
 
 
 def check_token_type(header: TokenHeader, *, expected: str = AT_JWT) -> None:
@@ -102,25 +126,33 @@ def verify_signature(
 ) -> dict[str, Any]:
     """Verify the signature only and return the claims, unchecked (see ``check_claims``).
 
+    The header must pass ``read_header``'s checks against ``algorithms`` first.
     ``invalid_signature``: it does not verify (an empty signature included).
-    ``algorithm_not_allowed``: alg outside ``algorithms`` minus ``none``/``HS*`` and minus any
-    non-RSA alg (pyjwt raises a bare TypeError for, say, ES256 with an RSA key object).
-    ``malformed``: anything else pyjwt refuses, or a payload that is not a JSON object.
+    ``algorithm_not_allowed``: alg outside ``algorithms``, minus ``none``/``HS*`` and any
+    non-RSA alg. ``malformed``: a payload that is not a UTF-8 JSON object.
     """
-    allowed = _allow_list(algorithms) & _RSA_ALGORITHMS
-    _split(token)  # the same strict shape as read_header: pyjwt alone would accept "=" padding
-    if not allowed:
+    return verify_parsed(parse_token(token, allowed_algorithms=algorithms), public_key)
+
+
+def verify_parsed(parsed: ParsedToken, public_key: RSAPublicKey) -> dict[str, Any]:
+    """``verify_signature`` on a token ``parse_token`` already split: the RSA check runs on the
+    exact signed bytes with ``cryptography`` (no second parse), and only then is the payload
+    decoded, so no attacker-chosen payload is parsed before its signature holds."""
+    scheme = _RSA_SCHEMES.get(parsed.header.alg)
+    if scheme is None:  # parse_token allowed it, but no RSA key can check it
         raise TokenRejected("algorithm_not_allowed")
+    pad, digest = scheme
     try:
-        return jwt.decode(
-            token, key=public_key, algorithms=sorted(allowed), options=_DECODE_OPTIONS
-        )
-    except jwt.InvalidSignatureError as exc:
-        raise TokenRejected("invalid_signature") from exc
-    except jwt.InvalidAlgorithmError as exc:
-        raise TokenRejected("algorithm_not_allowed") from exc
-    except jwt.PyJWTError as exc:  # not only InvalidTokenError: InvalidKeyError is a sibling
-        raise TokenRejected("malformed") from exc
+        public_key.verify(parsed.signature, parsed.signing_input, pad, digest)
+    except InvalidSignature:
+        raise TokenRejected("invalid_signature") from None
+    try:
+        claims = json.loads(parsed.payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise TokenRejected("malformed") from None
+    if not isinstance(claims, dict):
+        raise TokenRejected("malformed")
+    return claims
 
 
 def check_claims(
@@ -174,7 +206,7 @@ def encode_token(
     algorithm: str = "RS256",
 ) -> str:
     """Sign ``claims``; the header is exactly ``{"alg", "typ", "kid"}``."""
-    if algorithm not in _RSA_ALGORITHMS:
+    if algorithm not in _RSA_SCHEMES:
         raise ValueError(f"refusing to sign with {algorithm!r}: an RSA algorithm is required")
     if not _KID.fullmatch(kid) or not typ:
         raise ValueError("kid must be 1-128 characters of [A-Za-z0-9_-] and typ non-empty")

@@ -21,11 +21,11 @@ from auth_service.crypto.jwt import (
     TokenRejected,
     check_claims,
     check_token_type,
-    read_header,
-    verify_signature,
+    parse_token,
+    verify_parsed,
 )
 from auth_service.errors import ServiceUnavailableError
-from auth_service.services.keyring import KeyRing
+from auth_service.services.keyring import KeyRing, VerificationKey
 from auth_service.services.revocation import revocation_keys, revocation_reason
 from auth_service.settings import Settings
 from auth_service.store.base import Store, StoreUnavailableError
@@ -109,26 +109,15 @@ class TokenValidator:
         try:
             cached = self._cache.get(token)
             if cached is None:
-                header = read_header(token, allowed_algorithms=settings.allowed_algorithms)
-                check_token_type(header)
-                kid = header.kid
-            else:
-                kid = cached[0]
-            key = self._keyring.lookup(kid)
-            if key is None or key.status == "expired":
-                return Verdict(valid=False, error="unknown_key")
-            if key.status == "revoked":
-                return Verdict(valid=False, error="key_revoked")
-            if key.expires_at is not None and now >= key.expires_at:
-                return Verdict(valid=False, error="unknown_key")
-            if cached is None:
-                claims = verify_signature(
-                    token, key.public_key, algorithms=settings.allowed_algorithms
-                )
+                parsed = parse_token(token, allowed_algorithms=settings.allowed_algorithms)
+                check_token_type(parsed.header)
+                key = self._usable_key(parsed.header.kid, now)
+                claims = verify_parsed(parsed, key.public_key)
                 _check_shape(claims)
-                self._cache.put(token, (kid, claims))
+                self._cache.put(token, (key.kid, claims))
             else:
-                claims = cached[1]
+                kid, claims = cached
+                self._usable_key(kid, now)
             check_claims(
                 claims,
                 issuer=settings.issuer,
@@ -139,6 +128,16 @@ class TokenValidator:
         except TokenRejected as exc:
             return Verdict(valid=False, error=exc.reason)
         return claims
+
+    def _usable_key(self, kid: str, now: datetime) -> VerificationKey:
+        key = self._keyring.lookup(kid)
+        if key is None or key.status == "expired":
+            raise TokenRejected("unknown_key")
+        if key.status == "revoked":
+            raise TokenRejected("key_revoked")
+        if key.expires_at is not None and now >= key.expires_at:
+            raise TokenRejected("unknown_key")
+        return key
 
 
 def _check_shape(claims: dict[str, Any]) -> None:
