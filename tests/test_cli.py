@@ -71,10 +71,39 @@ async def test_keys_list_shows_both_keys(
         assert re.search(rf"{re.escape(kid)}\s+{key.status}\s+RS256", out)
 
 
+async def test_keys_rotate_and_revoke_act_like_the_admin_api(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    settings = service.container.settings
+    monkeypatch.setenv("AUTH_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", TEST_SECRET)
+    if settings.redis_url:  # the same store, so the running service hears "keys changed"
+        monkeypatch.setenv("AUTH_REDIS_URL", settings.redis_url)
+        monkeypatch.setenv("AUTH_REDIS_KEY_PREFIX", settings.redis_key_prefix)
+    before = service.container.keyring.snapshot
+    active = before.signing.kid if before.signing else ""
+    upcoming = next(kid for kid, key in before.keys.items() if key.status == "next")
+    # The keys were made at the frozen clock's 2026-01-05: long published in real time.
+    assert await asyncio.to_thread(main, ["keys", "rotate"]) == 0
+    assert capsys.readouterr().out.strip() == (f"rotated: active key {upcoming}, retired {active}")
+    assert await asyncio.to_thread(main, ["keys", "revoke", active]) == 0
+    assert capsys.readouterr().out.strip() == f"revoked {active}; active key {upcoming}"
+    assert await asyncio.to_thread(main, ["keys", "rotate"]) == 2  # the new next is too young
+    assert "cannot sign yet" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, ["keys", "revoke", "nope"]) == 2
+    assert "no signing key has that kid" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
         ({"AUTH_ENVIRONMENT": "production"}, "AUTH_KEY_ENCRYPTION_SECRET is missing"),
+        (
+            {"AUTH_KEY_ROTATION_INTERVAL_HOURS": "0.05", "AUTH_JWKS_MAX_AGE_SECONDS": "60"},
+            "AUTH_JWKS_MAX_AGE_SECONDS (60) must be at most 1/10",
+        ),
         (
             {
                 "AUTH_ENVIRONMENT": "production",

@@ -1,4 +1,4 @@
-"""The ``auth-service`` command: serve, migrate, gen-secret, keys list.
+"""The ``auth-service`` command: serve, migrate, gen-secret, keys list/rotate/revoke.
 
 Every failure an operator can fix prints one line, ``auth-service: error: ...``, and exits 2.
 """
@@ -171,6 +171,25 @@ def _keys_list(settings: Settings) -> int:
     return 0
 
 
+async def _change_keys(settings: Settings, kid: str | None = None) -> str:
+    """``keys rotate`` / ``keys revoke KID``: the same use cases as the admin API, so the same
+    lock, checks and "keys changed" event (running instances reload within a second)."""
+    from auth_service.container import build_container
+    from auth_service.services.rotation import revoke_key, rotate_keys
+
+    container = build_container(settings)
+    try:
+        if kid is not None:
+            revoked, active = await revoke_key(container.keys, container.policy, kid)
+            return f"revoked {revoked}; active key {active}"
+        result = await rotate_keys(container.keys, container.policy, trigger="manual")
+        return f"rotated: active key {result.active_kid}, retired {result.previous_kid}"
+    finally:
+        await container.store.close()
+        await container.engine.dispose()
+        container.hasher.close()
+
+
 async def _with_database(settings: Settings, action: str, **options: str) -> str:
     """Run one account/client command in its own transaction; returns what to print."""
     from auth_service.clock import SystemClock
@@ -226,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("list", help="list every signing key and its status")
+    key_commands.add_parser("rotate", help="promote the next key now (as POST /admin/keys/rotate)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once (rotates if active)")
+    revoke.add_argument("kid")
     admin = commands.add_parser("create-admin", help="create a user with the admin role")
     admin.add_argument("--email", required=True)
     clients = commands.add_parser("clients", help="service clients")
@@ -252,11 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create_admin(args, settings)
         if args.command == "clients":
             return _create_client(args, settings)
-        return _keys_list(settings)
+        if args.keys_command == "list":
+            return _keys_list(settings)
+        print(asyncio.run(_change_keys(settings, getattr(args, "kid", None))))
+        return 0
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "settings"
-        print(f"auth-service: error: AUTH_{field.upper()}: {first['msg']}", file=sys.stderr)
+        field = ".".join(str(part) for part in first["loc"])
+        where = f"AUTH_{field.upper()}: " if field else ""
+        print(f"auth-service: error: {where}{first['msg']}", file=sys.stderr)
     except (ConfigurationError, AuthError) as exc:
         print(f"auth-service: error: {exc}", file=sys.stderr)
     except (SQLAlchemyError, OSError) as exc:

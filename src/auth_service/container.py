@@ -21,8 +21,9 @@ from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
 from auth_service.db.session import create_engine, create_sessionmaker
 from auth_service.errors import ConfigurationError
+from auth_service.scheduler import KeyScheduler
 from auth_service.services.clients import ClientAuthenticator
-from auth_service.services.key_events import follow_key_events
+from auth_service.services.key_events import follow_key_events, reload_keyring
 from auth_service.services.keyring import KeyRing
 from auth_service.services.keys import (
     KeyContext,
@@ -31,6 +32,7 @@ from auth_service.services.keys import (
     load_snapshot,
     signing_envelope,
 )
+from auth_service.services.rotation import RotationPolicy
 from auth_service.services.sessions import SessionContext
 from auth_service.services.validation import TokenValidator
 from auth_service.settings import Settings, ensure_production_ready
@@ -55,9 +57,15 @@ class Container:
     validator: TokenValidator
     clients: ClientAuthenticator
     sessions: SessionContext
+    policy: RotationPolicy
+    scheduler: KeyScheduler | None = None
     owns_store: bool = True
     mirror: MirroredStore | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def reload_keys(self) -> bool:
+        """Reload this instance's key cache now (the others follow the "keys changed" event)."""
+        return await reload_keyring(self.keys, self.keyring)
 
 
 def build_container(
@@ -92,6 +100,11 @@ def build_container(
     )
     keyring = KeyRing()
     hasher = PasswordHasher.from_settings(settings)
+    policy = RotationPolicy.from_settings(settings)
+
+    async def reload_keys() -> bool:
+        return await reload_keyring(keys, keyring)
+
     return Container(
         settings=settings,
         engine=engine,
@@ -101,7 +114,7 @@ def build_container(
         keyring=keyring,
         keys=keys,
         hasher=hasher,
-        validator=TokenValidator(keyring, store, settings, clock),
+        validator=TokenValidator(keyring, store, settings, clock, reload_keys=reload_keys),
         clients=ClientAuthenticator(
             sessionmaker, hasher, cache_seconds=settings.client_auth_cache_seconds
         ),
@@ -111,6 +124,12 @@ def build_container(
             keyring=keyring,
             settings=settings,
             clock=clock,
+        ),
+        policy=policy,
+        scheduler=(
+            KeyScheduler(keys, policy, every=timedelta(seconds=settings.key_check_interval_seconds))
+            if settings.scheduler_enabled
+            else None
         ),
         owns_store=owns_store,
         mirror=mirror,
@@ -158,9 +177,13 @@ async def start(container: Container) -> None:
     )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(ready.wait(), timeout=5)
+    if container.scheduler is not None:
+        container.scheduler.start()
 
 
 async def stop(container: Container) -> None:
+    if container.scheduler is not None:
+        await container.scheduler.shutdown()
     for task in container.tasks:
         task.cancel()
     if container.tasks:

@@ -1,12 +1,15 @@
-"""Structured logging (one JSON object a line) and, later, Prometheus metrics."""
+"""Structured logging (one JSON object a line) and metric counters (exported later)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 _HANDLER_NAME = "auth-service"
+KEY_STATUSES = ("next", "active", "retired", "expired", "revoked")
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,3 +36,21 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+class Metrics:
+    """Plain counters until the operations issue exports them (Prometheus): key rotations by
+    trigger and outcome. Gauges (keys by status) are read from the key cache when asked."""
+
+    def __init__(self) -> None:
+        self.rotations: Counter[tuple[str, str]] = Counter()
+
+    def count_rotation(self, trigger: str, outcome: str) -> None:
+        """``trigger``: scheduled | manual | revocation; ``outcome``: rotated | not_due |
+        busy (lock held, or the next key too young) | failed (store or database down)."""
+        self.rotations[(trigger, outcome)] += 1
+
+
+def keys_by_status(statuses: Iterable[str]) -> dict[str, int]:
+    counts = Counter(statuses)
+    return {status: counts.get(status, 0) for status in KEY_STATUSES}

@@ -27,6 +27,9 @@ OWASP_MEMORY_KIB = 19_456
 DEFAULT_SQLITE_PATH = Path("var") / "auth-service.db"
 
 
+JWKS_MAX_AGE_FRACTION = 10  # max-age at most a tenth of the rotation interval
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AUTH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -66,6 +69,8 @@ class Settings(BaseSettings):
     jwks_max_age_seconds: int = Field(300, ge=0, le=86_400)
     key_cache_refresh_seconds: int = Field(60, ge=1)
     key_lock_ttl_seconds: int = Field(30, ge=5)
+    key_check_interval_seconds: float = Field(60, gt=0, le=3600)
+    unknown_kid_reload_seconds: float = Field(5, ge=0, le=3600)
     max_request_bytes: int = Field(524_288, ge=1024)
     validation_cache_size: int = Field(100_000, ge=0)
     revocation_mirror: bool = True
@@ -121,6 +126,19 @@ class Settings(BaseSettings):
             raise ValueError("AUTH_AUDIENCE must name at least one audience")
         return self
 
+    @model_validator(mode="after")
+    def _jwks_cached_well_below_rotation(self) -> Settings:
+        # A verifier that caches JWKS for max-age must already hold the key that signs next:
+        # it was published a whole interval before, which must dwarf the cache lifetime.
+        interval = self.key_rotation_interval_hours * 3600
+        if self.jwks_max_age_seconds * JWKS_MAX_AGE_FRACTION > interval:
+            raise ValueError(
+                f"AUTH_JWKS_MAX_AGE_SECONDS ({self.jwks_max_age_seconds}) must be at most "
+                f"1/{JWKS_MAX_AGE_FRACTION} of AUTH_KEY_ROTATION_INTERVAL_HOURS "
+                f"({self.key_rotation_interval_hours} h = {interval:.0f} s)"
+            )
+        return self
+
     # Derived values ---------------------------------------------------------------
     @property
     def is_sqlite(self) -> bool:
@@ -146,6 +164,14 @@ class Settings(BaseSettings):
     @property
     def key_rotation_interval(self) -> timedelta:
         return timedelta(hours=self.key_rotation_interval_hours)
+
+    @property
+    def key_cache_refresh(self) -> timedelta:
+        return timedelta(seconds=self.key_cache_refresh_seconds)
+
+    @property
+    def jwks_max_age(self) -> timedelta:
+        return timedelta(seconds=self.jwks_max_age_seconds)
 
     def secret_value(self) -> str:
         if self.key_encryption_secret is None:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth_service.errors import AuthError, ErrorCode
+from auth_service.store.base import StoreUnavailableError
 
 log = logging.getLogger("auth_service.api")
 
@@ -117,8 +118,21 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("the store is unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        error_body(
+            ErrorCode.SERVICE_UNAVAILABLE.value,
+            "A backing service is unavailable; nothing was changed. Retry shortly.",
+        ),
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, _auth_error)
+    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -33,6 +33,7 @@ from auth_service.crypto.jwk import (
 )
 from auth_service.db.models import SigningKey
 from auth_service.errors import KeyDecryptionError, RotationInProgressError, ServiceUnavailableError
+from auth_service.observability import Metrics
 from auth_service.services.keyring import (
     KeySnapshot,
     SigningMaterial,
@@ -62,6 +63,7 @@ class KeyContext:
     key_bits: int
     lock_ttl: timedelta
     generate: KeyGenerator = generate_rsa_key
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def signing_envelope(secret: str) -> Envelope:

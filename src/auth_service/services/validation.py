@@ -10,10 +10,11 @@ pipelined store read. A store failure fails closed: ``ServiceUnavailableError``,
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from auth_service.clock import Clock
@@ -70,13 +71,63 @@ class SignatureCache:
             self._entries.popitem(last=False)
 
 
+class UnknownKidReloader:
+    """Reload the key cache when a token names a kid it lacks (a key created a moment ago on
+    another instance), at most once per ``every`` and single-flight: a flood of random kids
+    costs one database read per interval, and concurrent misses share that read."""
+
+    def __init__(self, reload: Callable[[], Awaitable[bool]], clock: Clock, every: float) -> None:
+        self._reload = reload
+        self._clock = clock
+        self._every = timedelta(seconds=every)
+        self._last: datetime | None = None
+        self._inflight: asyncio.Task[bool] | None = None
+        self.reloads = 0
+
+    async def __call__(self) -> bool:
+        if self._inflight is None:
+            now = self._clock.now()
+            if self._last is not None and now - self._last < self._every:
+                return False
+            self._last = now
+            self.reloads += 1
+            self._inflight = asyncio.ensure_future(self._reload())
+            self._inflight.add_done_callback(self._clear)
+        return await asyncio.shield(self._inflight)
+
+    def _clear(self, task: asyncio.Task[bool]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+
+
+class _UnknownKid(TokenRejected):
+    def __init__(self) -> None:
+        super().__init__("unknown_key")
+
+
+_KID_MISSING = Verdict(valid=False, error="unknown_key")  # compared by identity
+
+
 class TokenValidator:
-    def __init__(self, keyring: KeyRing, store: Store, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        *,
+        reload_keys: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self._keyring = keyring
         self._store = store
         self._settings = settings
         self._clock = clock
         self._cache = SignatureCache(settings.validation_cache_size)
+        self.kid_reloader = (
+            UnknownKidReloader(reload_keys, clock, settings.unknown_kid_reload_seconds)
+            if reload_keys is not None
+            else None
+        )
 
     async def validate(self, token: str) -> Verdict:
         return (await self.validate_many([token]))[0]
@@ -84,6 +135,11 @@ class TokenValidator:
     async def validate_many(self, tokens: Sequence[str]) -> list[Verdict]:
         now = self._clock.now()
         staged: list[Verdict | dict[str, Any]] = [self._verify_offline(t, now) for t in tokens]
+        if any(item is _KID_MISSING for item in staged) and await self._reload_for_unknown_kid():
+            staged = [
+                self._verify_offline(token, now) if item is _KID_MISSING else item
+                for token, item in zip(tokens, staged, strict=True)
+            ]
         per_token = [_keys_for(item) if isinstance(item, dict) else [] for item in staged]
         keys = [key for token_keys in per_token for key in token_keys]
         try:
@@ -125,13 +181,20 @@ class TokenValidator:
                 now=now,
                 leeway=settings.clock_leeway,
             )
+        except _UnknownKid:
+            return _KID_MISSING
         except TokenRejected as exc:
             return Verdict(valid=False, error=exc.reason)
         return claims
 
+    async def _reload_for_unknown_kid(self) -> bool:
+        return self.kid_reloader is not None and await self.kid_reloader()
+
     def _usable_key(self, kid: str, now: datetime) -> VerificationKey:
         key = self._keyring.lookup(kid)
-        if key is None or key.status == "expired":
+        if key is None:
+            raise _UnknownKid
+        if key.status == "expired":
             raise TokenRejected("unknown_key")
         if key.status == "revoked":
             raise TokenRejected("key_revoked")

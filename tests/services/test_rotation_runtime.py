@@ -1,0 +1,161 @@
+"""Key rotation at run time: the scheduler job, a store outage during a rotation, and the key
+cache reload a token with an unknown kid triggers (rate-limited and single-flight)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from auth_service.clock import FrozenClock
+from auth_service.container import Container
+from auth_service.crypto.jwk import generate_rsa_key
+from auth_service.crypto.jwt import encode_token
+from auth_service.scheduler import KeyScheduler
+from auth_service.services.keys import new_signing_key, open_private_key
+from auth_service.settings import Settings
+from auth_service.store.base import StoreUnavailableError
+from tests.conftest import Service
+from tests.services.rotation_support import (
+    client_headers,
+    key_source,
+    register_and_login,
+    started,
+    statuses,
+    verdict,
+)
+
+DAY = timedelta(hours=24)
+
+
+@pytest.fixture(scope="module")
+def fresh_keys() -> list[rsa.RSAPrivateKey]:
+    return [generate_rsa_key(2048) for _ in range(5)]
+
+
+@pytest.fixture
+async def rot(
+    make_container: Callable[..., Container], fresh_keys: list[rsa.RSAPrivateKey]
+) -> AsyncIterator[Service]:
+    async with started(make_container(key_generator=key_source(fresh_keys))) as service:
+        yield service
+
+
+async def test_the_scheduler_tick_rotates_when_due_and_logs_a_store_outage(
+    rot: Service,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    container = rot.container
+    scheduler = KeyScheduler(container.keys, container.policy, every=timedelta(seconds=60))
+    before = await statuses(container)
+    await scheduler.tick()  # not due
+    assert await statuses(container) == before
+
+    clock.advance(DAY)
+
+    async def down(*_args: object, **_kwargs: object) -> str | None:
+        raise StoreUnavailableError("connection refused")
+
+    store = container.keys.store
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR):
+        patch.setattr(store, "acquire_lock", down)
+        await scheduler.tick()  # never raises
+    assert "the store is unavailable" in caplog.text
+    assert await statuses(container) == before  # skipped, nothing half-written
+    assert container.keys.metrics.rotations[("scheduled", "failed")] == 1
+
+    await scheduler.tick()  # the store is back: the due rotation happens
+    after = await statuses(container)
+    assert after["retired"] == before["active"] and after["active"] == before["next"]
+
+
+async def test_validation_reads_no_database(
+    rot: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await client_headers(rot)
+    user = await register_and_login(rot, "dave@example.com")
+    assert (await verdict(rot, user.pair["access_token"], headers))["valid"] is True
+    monkeypatch.setattr(rot.container.engine.sync_engine.pool, "connect", _refuse, raising=False)
+    assert (await verdict(rot, user.pair["access_token"], headers))["valid"] is True
+
+
+def _refuse() -> None:
+    raise OSError("the database is gone")
+
+
+async def test_the_scheduler_runs_in_the_app_and_stops_with_it(
+    make_container: Callable[..., Container],
+    make_settings: Callable[..., Settings],
+    fresh_keys: list[rsa.RSAPrivateKey],
+) -> None:
+    settings = make_settings(scheduler_enabled=True, key_check_interval_seconds=0.05)
+    container = make_container(settings, key_generator=key_source(fresh_keys))
+    async with started(container):
+        assert container.scheduler is not None and container.scheduler.running
+        for _ in range(200):
+            if container.keys.metrics.rotations[("scheduled", "not_due")] >= 2:
+                break
+            await asyncio.sleep(0.025)
+        assert container.keys.metrics.rotations[("scheduled", "not_due")] >= 2
+    assert not container.scheduler.running
+    ticks = container.keys.metrics.rotations[("scheduled", "not_due")]
+    await asyncio.sleep(0.2)
+    assert container.keys.metrics.rotations[("scheduled", "not_due")] == ticks
+
+
+def _claims_of(token: str) -> dict[str, object]:
+    claims: dict[str, object] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def _forge_kid(token: str, kid: str) -> str:
+    header = base64.urlsafe_b64encode(
+        json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": kid}).encode()
+    )
+    _, payload, signature = token.split(".")
+    return f"{header.rstrip(b'=').decode()}.{payload}.{signature}"
+
+
+async def test_a_flood_of_unknown_kids_reloads_the_key_cache_once_per_interval(
+    rot: Service, clock: FrozenClock
+) -> None:
+    validator = rot.container.validator
+    assert validator.kid_reloader is not None
+    token = (await register_and_login(rot, "erin@example.com")).pair["access_token"]
+    floods = [_forge_kid(token, f"random-kid-{i}") for i in range(50)]
+    results = await asyncio.gather(*(validator.validate(t) for t in floods))
+    assert {r.error for r in results} == {"unknown_key"}
+    assert validator.kid_reloader.reloads == 1  # concurrent misses shared one reload
+    await validator.validate_many(floods)
+    assert validator.kid_reloader.reloads == 1  # within the interval: none more
+    clock.advance(5)
+    await validator.validate(floods[0])
+    assert validator.kid_reloader.reloads == 2
+
+
+async def test_a_key_made_elsewhere_a_moment_ago_validates_at_once(
+    rot: Service, clock: FrozenClock
+) -> None:
+    """Another instance's key that this one has not heard of (no event): the unknown kid
+    reloads the cache and the token validates on its first presentation."""
+    container = rot.container
+    headers = await client_headers(rot)
+    token = (await register_and_login(rot, "frank@example.com")).pair["access_token"]
+    async with container.sessionmaker() as session, session.begin():
+        row = await new_signing_key(container.keys, status="retired", now=clock.now())
+        row.retired_at, row.expires_at = clock.now(), clock.now() + DAY
+        session.add(row)
+    elsewhere = encode_token(
+        _claims_of(token), private_key=open_private_key(container.keys.envelope, row), kid=row.kid
+    )
+    assert container.keyring.lookup(row.kid) is None
+    assert (await verdict(rot, elsewhere, headers))["valid"] is True
