@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from auth_service.observability import JsonFormatter, configure_logging
+from auth_service.observability import JsonFormatter, Metrics, configure_logging, keys_by_status
 
 
 def test_json_lines_carry_level_logger_message_and_exception() -> None:
@@ -38,3 +38,18 @@ def test_configure_logging_replaces_only_its_own_handler() -> None:
     finally:
         root.handlers[:] = before
         root.setLevel(level)
+
+
+def test_rotation_counters_and_the_keys_by_status_gauge() -> None:
+    metrics = Metrics()
+    metrics.count_rotation("scheduled", "not_due")
+    metrics.count_rotation("scheduled", "not_due")
+    metrics.count_rotation("manual", "busy")
+    assert metrics.rotations == {("scheduled", "not_due"): 2, ("manual", "busy"): 1}
+    assert keys_by_status(["active", "next", "retired", "retired"]) == {
+        "next": 1,
+        "active": 1,
+        "retired": 2,
+        "expired": 0,
+        "revoked": 0,
+    }

@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from auth_service import __version__
 from auth_service.api.errors import install_error_handlers
 from auth_service.api.middleware import RequestContextMiddleware
-from auth_service.api.routes import admin, auth, health, validate, wellknown
+from auth_service.api.routes import account, admin, auth, health, validate, wellknown
 from auth_service.api.schemas.common import error_responses
 from auth_service.container import Container, build_container, start, stop
 from auth_service.settings import Settings
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     app.include_router(auth.router)
+    app.include_router(account.router)
     app.include_router(validate.router)
     app.include_router(wellknown.router)
     app.include_router(health.router)

@@ -32,8 +32,10 @@ from auth_service.services.keys import (
     load_snapshot,
     signing_envelope,
 )
+from auth_service.services.mail import Mailer, create_mailer
 from auth_service.services.rotation import RotationPolicy
 from auth_service.services.sessions import SessionContext
+from auth_service.services.totp import TotpContext
 from auth_service.services.validation import TokenValidator
 from auth_service.settings import Settings, ensure_production_ready
 from auth_service.store import Store, StoreUnavailableError, create_store
@@ -58,6 +60,8 @@ class Container:
     clients: ClientAuthenticator
     sessions: SessionContext
     policy: RotationPolicy
+    totp: TotpContext
+    mailer: Mailer
     scheduler: KeyScheduler | None = None
     owns_store: bool = True
     mirror: MirroredStore | None = None
@@ -126,6 +130,8 @@ def build_container(
             clock=clock,
         ),
         policy=policy,
+        totp=TotpContext.from_settings(settings, store, clock, hasher),
+        mailer=create_mailer(settings, clock),
         scheduler=(
             KeyScheduler(keys, policy, every=timedelta(seconds=settings.key_check_interval_seconds))
             if settings.scheduler_enabled

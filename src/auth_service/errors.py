@@ -43,6 +43,10 @@ class ErrorCode(StrEnum):
     ACCOUNT_DISABLED = "account_disabled"
     INVALID_REFRESH_TOKEN = "invalid_refresh_token"  # noqa: S105  (an error code)
     REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105  (an error code)
+    INVALID_MFA_CODE = "invalid_mfa_code"
+    INVALID_MFA_TOKEN = "invalid_mfa_token"  # noqa: S105  (an error code)
+    MFA_ALREADY_ENABLED = "mfa_already_enabled"
+    INVALID_RESET_TOKEN = "invalid_reset_token"  # noqa: S105  (an error code)
     SERVICE_UNAVAILABLE = "service_unavailable"
     SERVER_ERROR = "server_error"
 
@@ -134,6 +138,28 @@ class RefreshTokenReusedError(UnauthorizedError):
     description = "The refresh token was already used; the session has been revoked."
 
 
+class InvalidMfaTokenError(UnauthorizedError):
+    code = ErrorCode.INVALID_MFA_TOKEN
+    description = "The MFA token is unknown, used, expired or burned; log in again."
+
+
+class InvalidMfaCodeError(UnauthorizedError):
+    """401 at ``/auth/login/mfa``; the setup endpoints answer it as 400 (``status_code``)."""
+
+    code = ErrorCode.INVALID_MFA_CODE
+    description = "The code is not valid."
+
+    def __init__(self, description: str | None = None, *, status_code: int = 401) -> None:
+        super().__init__(description)
+        self.status_code = status_code
+
+
+class InvalidResetTokenError(AuthError):
+    code = ErrorCode.INVALID_RESET_TOKEN
+    status_code = 400
+    description = "The reset token is unknown, used or expired."
+
+
 class WeakPasswordError(AuthError):
     code = ErrorCode.WEAK_PASSWORD
     status_code = 422
@@ -163,6 +189,11 @@ class ConflictError(AuthError):
 class EmailTakenError(ConflictError):
     code = ErrorCode.EMAIL_TAKEN
     description = "An account with this email already exists."
+
+
+class MfaAlreadyEnabledError(ConflictError):
+    code = ErrorCode.MFA_ALREADY_ENABLED
+    description = "Two-factor authentication is already enabled; disable it first."
 
 
 class RotationInProgressError(ConflictError):

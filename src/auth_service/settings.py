@@ -58,6 +58,19 @@ class Settings(BaseSettings):
     mail_backend: Literal["log", "file", "smtp"] = "log"
     mail_file_path: Path = Path("var") / "mail.jsonl"
 
+    totp_issuer_name: str = Field("auth-service", min_length=1, max_length=64)
+
+    # Beyond API.md: mail and the links it carries.
+    mail_from: str = "auth-service <no-reply@localhost>"
+    password_reset_url: str = "http://localhost:8000/reset-password"  # noqa: S105  (a URL)
+    password_reset_ttl_seconds: int = Field(1800, ge=300, le=86_400)
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65_535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(10, gt=0, le=120)
+
     # Beyond API.md: password hashing (argon2id; OWASP minimum m=19 MiB, t=2 in production).
     password_hash_memory_kib: int = Field(19_456, ge=8)
     password_hash_time_cost: int = Field(2, ge=1)

@@ -78,9 +78,7 @@ async def test_the_scheduler_tick_rotates_when_due_and_logs_a_store_outage(
     assert after["retired"] == before["active"] and after["active"] == before["next"]
 
 
-async def test_validation_reads_no_database(
-    rot: Service, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_validation_reads_no_database(rot: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     headers = await client_headers(rot)
     user = await register_and_login(rot, "dave@example.com")
     assert (await verdict(rot, user.pair["access_token"], headers))["valid"] is True

@@ -1,7 +1,8 @@
 """Token validation, the hot path: no database, one store round trip per call (or per batch).
 
 Order (API.md "A token is valid only if ALL hold"): header (size, shape, alg allow-list, kid
-charset) → ``typ`` → kid in the in-memory key cache (``unknown_key``, ``key_revoked``) →
+charset) → ``typ`` → kid in the in-memory key cache (``unknown_key``, ``key_revoked``; a kid
+the cache lacks reloads it once, rate-limited, in case the key is a moment old) →
 signature (remembered in a bounded LRU keyed by the token string, so a token's RSA verify
 runs once; key status, claims and revocation are still checked on every call) → claims
 against the injected clock → revocation (jti, sid, user revoke-after, user disabled) in ONE

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request, Response, status
 
 from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep, SessionDep
+from auth_service.api.schemas.account import MfaChallengeOut
 from auth_service.api.schemas.auth import (
     LoginRequest,
     LogoutRequest,
@@ -23,7 +24,7 @@ from auth_service.api.schemas.common import error_responses
 from auth_service.errors import ErrorCode as E
 from auth_service.errors import NotFoundError, RegistrationClosedError
 from auth_service.services import accounts, sessions
-from auth_service.services.login import login_with_password
+from auth_service.services.login import MfaChallenge, login_with_password
 from auth_service.services.revocation import revoke_user_tokens
 
 router = APIRouter(prefix="/auth", tags=["users and sessions"])
@@ -62,14 +63,15 @@ async def register(body: UserCreate, db: SessionDep, container: ContainerDep) ->
 
 @router.post(
     "/login",
-    response_model=TokenPairOut,
+    response_model=TokenPairOut | MfaChallengeOut,
     responses=error_responses(
         401, 403, 422, 429, 503, s401=(E.INVALID_CREDENTIALS,), s403=(E.ACCOUNT_DISABLED,)
     ),
 )
 async def login(
     body: LoginRequest, request: Request, db: SessionDep, container: ContainerDep, ip: ClientIpDep
-) -> TokenPairOut:
+) -> TokenPairOut | MfaChallengeOut:
+    """A token pair, or for a user with TOTP on ``{mfa_required, mfa_token, expires_in}``."""
     pair = await login_with_password(
         container.sessions,
         db,
@@ -79,6 +81,8 @@ async def login(
         ip=ip,
         user_agent=request.headers.get("user-agent"),
     )
+    if isinstance(pair, MfaChallenge):
+        return MfaChallengeOut(mfa_token=pair.mfa_token, expires_in=pair.expires_in)
     return _pair_out(pair)
 
 
