@@ -25,6 +25,10 @@ GOOD_PRODUCTION: dict[str, Any] = {
     "issuer": "https://auth.example.com",
     "key_encryption_secret": STRONG,
     "cors_origins": "https://app.example.com",
+    "mail_backend": "smtp",
+    "smtp_username": "auth",
+    "smtp_starttls": True,
+    "password_reset_url": "https://app.example.com/reset",
 }
 
 
@@ -99,6 +103,9 @@ def test_good_production_settings_pass() -> None:
         ({"issuer": "http://auth.example.com"}, "AUTH_ISSUER is not an https URL"),
         ({"password_hash_memory_kib": 8192}, "below OWASP's argon2id minimum"),
         ({"password_hash_time_cost": 1}, "below OWASP's argon2id minimum"),
+        ({"mail_backend": "log"}, "reset links would be written to the logs"),
+        ({"smtp_starttls": False}, "without AUTH_SMTP_STARTTLS"),
+        ({"password_reset_url": "http://app.example.com/r"}, "AUTH_PASSWORD_RESET_URL is not"),
     ],
 )
 def test_production_refuses_each_weak_setting(override: dict[str, Any], expected: str) -> None:

@@ -245,6 +245,12 @@ def production_problems(settings: Settings) -> list[str]:
             "AUTH_PASSWORD_HASH_MEMORY_KIB/TIME_COST are below OWASP's argon2id minimum "
             f"(m >= {OWASP_MEMORY_KIB} KiB, t >= 2)"
         )
+    if settings.mail_backend == "log":
+        problems.append("AUTH_MAIL_BACKEND is log: reset links would be written to the logs")
+    if settings.mail_backend == "smtp" and settings.smtp_username and not settings.smtp_starttls:
+        problems.append("AUTH_SMTP_USERNAME is set without AUTH_SMTP_STARTTLS: a cleartext login")
+    if urlsplit(settings.password_reset_url).scheme != "https":
+        problems.append("AUTH_PASSWORD_RESET_URL is not an https URL")
     return problems
 
 
