@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,15 +31,19 @@ from auth_service.errors import (
     ServiceUnavailableError,
 )
 from auth_service.services.accounts import authenticate
+from auth_service.services.limits import (
+    LOGIN_WINDOW,
+    MFA_USER_ATTEMPTS,
+    account_key,
+    guard_store,
+    mfa_user_key,
+    take_attempt,
+)
 from auth_service.services.sessions import SessionContext, TokenPair, start_session
 from auth_service.services.totp import TotpContext, accept_totp, looks_like_totp, use_recovery_code
 from auth_service.store.base import StoreUnavailableError
 
-T = TypeVar("T")
-
-LOGIN_WINDOW = timedelta(minutes=15)
 MFA_TOKEN_FAILURES = 5  # wrong codes that burn an mfa_token
-MFA_USER_ATTEMPTS = 10  # second-step attempts per user per LOGIN_WINDOW, across mfa tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class MfaChallenge:
 
 def _counter_keys(email: str, ip: str | None) -> tuple[str, str]:
     subject = email.strip().lower()
-    return f"login:ip:{subject}:{ip or '-'}", f"login:acct:{subject}"
+    return f"login:ip:{subject}:{ip or '-'}", account_key(subject)
 
 
 async def login_with_password(
@@ -114,11 +116,7 @@ async def login_with_second_factor(
     user = await _challenged_user(db, stored)
     if user is None:
         raise InvalidMfaTokenError()
-    attempts = await guard_store(
-        ctx.store.hit(f"mfa:user:{user.id}", MFA_USER_ATTEMPTS, LOGIN_WINDOW)
-    )
-    if not attempts.allowed:
-        raise RateLimitedError(attempts.retry_after_seconds)
+    await take_attempt(ctx.store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
     if looks_like_totp(code):
         accepted, amr = await accept_totp(totp, user, code.strip()), ["pwd", "otp"]
     else:
@@ -136,7 +134,7 @@ async def login_with_second_factor(
     # code burnt above is rolled back with the caller's transaction if this fails.
     if not await guard_store(ctx.store.delete(key)):
         raise InvalidMfaTokenError()
-    await guard_store(ctx.store.reset_counter(f"mfa:user:{user.id}"))
+    await guard_store(ctx.store.reset_counter(mfa_user_key(user.id)))
     return await start_session(ctx, db, user, amr=amr, ip=ip, user_agent=user_agent)
 
 
@@ -151,10 +149,3 @@ async def _challenged_user(db: AsyncSession, stored: str | None) -> User | None:
 
 def _mfa_key(token: str) -> str:
     return f"mfa:{hash_opaque(token)}"
-
-
-async def guard_store(pending: Awaitable[T]) -> T:
-    try:
-        return await pending
-    except StoreUnavailableError as exc:
-        raise ServiceUnavailableError("login is unavailable right now; retry shortly") from exc

@@ -30,10 +30,9 @@ from auth_service.errors import (
     InvalidRequestError,
     InvalidResetTokenError,
     NotFoundError,
-    RateLimitedError,
 )
 from auth_service.services.accounts import normalize_email, set_password
-from auth_service.services.login import LOGIN_WINDOW, guard_store
+from auth_service.services.limits import account_key, take_attempt
 from auth_service.services.mail import Mailer, MailMessage, send_quietly
 from auth_service.services.sessions import SessionContext, revoke_all_sessions
 
@@ -57,13 +56,7 @@ async def change_password(
     user = await db.get(User, user_id)
     if user is None:
         raise NotFoundError("No such user.")
-    attempts = await guard_store(
-        ctx.store.hit(
-            f"login:acct:{user.email}", ctx.settings.login_account_failure_limit, LOGIN_WINDOW
-        )
-    )
-    if not attempts.allowed:
-        raise RateLimitedError(attempts.retry_after_seconds)
+    await take_attempt(ctx.store, account_key(user.email), ctx.settings.login_account_failure_limit)
     if not await hasher.verify(user.password_hash, current_password):
         raise InvalidCredentialsError("The current password is wrong.")
     await set_password(db, hasher, ctx.clock, user, new_password)
@@ -76,9 +69,7 @@ async def limit_reset_requests(ctx: SessionContext, *, email: str, ip: str | Non
         (f"forgot:email:{email}", FORGOT_PER_EMAIL),
         (f"forgot:ip:{ip}", FORGOT_PER_IP),
     ):
-        result = await guard_store(ctx.store.hit(key, limit, FORGOT_WINDOW))
-        if not result.allowed:
-            raise RateLimitedError(result.retry_after_seconds)
+        await take_attempt(ctx.store, key, limit, FORGOT_WINDOW)
 
 
 def canonical_email(raw: str) -> str | None:

@@ -34,6 +34,12 @@ from auth_service.errors import (
     InvalidMfaCodeError,
     MfaAlreadyEnabledError,
 )
+from auth_service.services.limits import (
+    MFA_USER_ATTEMPTS,
+    account_key,
+    mfa_user_key,
+    take_attempt,
+)
 from auth_service.settings import Settings
 from auth_service.store.base import Store
 
@@ -53,6 +59,7 @@ class TotpContext:
     clock: Clock
     hasher: PasswordHasher
     issuer_name: str
+    account_attempts: int  # AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT: password guesses on disable
 
     @classmethod
     def from_settings(
@@ -64,6 +71,7 @@ class TotpContext:
             clock=clock,
             hasher=hasher,
             issuer_name=settings.totp_issuer_name,
+            account_attempts=settings.login_account_failure_limit,
         )
 
 
@@ -109,9 +117,13 @@ async def confirm_setup(ctx: TotpContext, db: AsyncSession, user: User, code: st
 async def disable(
     ctx: TotpContext, db: AsyncSession, user: User, *, password: str, code: str
 ) -> None:
-    """Turn TOTP off: the password (401) and a current code (400) are both required."""
+    """Turn TOTP off: the password (401) and a current code (400) are both required. Both
+    guesses count against the same limits as a login (a stolen access token alone must not
+    become a password or code oracle)."""
+    await take_attempt(ctx.store, account_key(user.email), ctx.account_attempts)
     if not await ctx.hasher.verify(user.password_hash, password):
         raise InvalidCredentialsError()
+    await take_attempt(ctx.store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
     if not user.mfa_enabled or not await accept_totp(ctx, user, code):
         raise InvalidMfaCodeError(status_code=400)
     user.mfa_enabled = False
