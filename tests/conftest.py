@@ -15,6 +15,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,10 +207,9 @@ class Service:
     client: httpx.AsyncClient
 
 
-@pytest.fixture
-async def service(make_container: Callable[..., Container]) -> AsyncIterator[Service]:
-    """A started app (lifespan run) and an HTTP client speaking to it in-process."""
-    container = make_container()
+@asynccontextmanager
+async def started(container: Container) -> AsyncIterator[Service]:
+    """``container`` as a started app (lifespan run) with an in-process HTTP client."""
     app = create_app(container=container)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
@@ -217,3 +217,34 @@ async def service(make_container: Callable[..., Container]) -> AsyncIterator[Ser
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
     ):
         yield Service(app=app, container=container, client=client)
+
+
+@pytest.fixture
+async def service(make_container: Callable[..., Container]) -> AsyncIterator[Service]:
+    """A started app (lifespan run) and an HTTP client speaking to it in-process."""
+    async with started(make_container()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fresh_keys() -> list[rsa.RSAPrivateKey]:
+    """Keys for tests that rotate: drawn without repeats (a repeated key would collide on its
+    kid), so each module gets its own."""
+    return [generate_rsa_key(2048) for _ in range(9)]
+
+
+@pytest.fixture
+async def rot(
+    make_container: Callable[..., Container], fresh_keys: list[rsa.RSAPrivateKey]
+) -> AsyncIterator[Service]:
+    """Like ``service``, with keys from ``fresh_keys`` in order and never twice."""
+    keys = iter(fresh_keys)
+
+    def generate(_bits: int) -> rsa.RSAPrivateKey:
+        try:
+            return next(keys)
+        except StopIteration:
+            raise AssertionError("the test made more keys than fresh_keys holds") from None
+
+    async with started(make_container(key_generator=generate)) as running:
+        yield running

@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth_service.clock import FrozenClock
-from auth_service.container import Container
-from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.services.keys import KEYS_LOCK
 from auth_service.store.base import StoreUnavailableError
 from tests.conftest import Service
@@ -19,27 +15,12 @@ from tests.services.rotation_support import (
     admin_headers,
     client_headers,
     jwks_kids,
-    key_source,
     register_and_login,
-    started,
     statuses,
     verdict,
 )
 
 PUBLISHED = timedelta(seconds=360)  # JWKS max-age 300 + key-cache refresh 60
-
-
-@pytest.fixture(scope="module")
-def fresh_keys() -> list[rsa.RSAPrivateKey]:
-    return [generate_rsa_key(2048) for _ in range(6)]
-
-
-@pytest.fixture
-async def rot(
-    make_container: Callable[..., Container], fresh_keys: list[rsa.RSAPrivateKey]
-) -> AsyncIterator[Service]:
-    async with started(make_container(key_generator=key_source(fresh_keys))) as service:
-        yield service
 
 
 ENDPOINTS = [

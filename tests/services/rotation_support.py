@@ -7,42 +7,14 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, update
 
-from auth_service.app import create_app
 from auth_service.container import Container
 from auth_service.db.models import SigningKey, User
 from tests.api.helpers import PASSWORD, client_headers, register_and_login
-from tests.conftest import Service
-
-
-def key_source(pool: list[rsa.RSAPrivateKey]) -> Callable[[int], rsa.RSAPrivateKey]:
-    keys: Iterator[rsa.RSAPrivateKey] = iter(pool)
-
-    def generate(_bits: int) -> rsa.RSAPrivateKey:
-        try:
-            return next(keys)
-        except StopIteration:
-            raise AssertionError("the test made more keys than the pool holds") from None
-
-    return generate
-
-
-@asynccontextmanager
-async def started(container: Container) -> AsyncIterator[Service]:
-    app = create_app(container=container)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
-        yield Service(app=app, container=container, client=client)
+from tests.conftest import Service, started
 
 
 async def admin_headers(service: Service, email: str = "admin@example.com") -> dict[str, str]:
@@ -94,4 +66,4 @@ async def verdict(service: Service, token: str, headers: dict[str, str]) -> dict
     return body
 
 
-__all__ = ["client_headers", "register_and_login"]
+__all__ = ["client_headers", "register_and_login", "started"]

@@ -5,16 +5,14 @@ token signed just before a promotion does until it (and its key) expire."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
-from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.db.models import SigningKey
 from auth_service.errors import NotFoundError, RotationInProgressError
 from auth_service.services.keys import KEYS_LOCK
@@ -33,28 +31,13 @@ from tests.services.rotation_support import (
     access_token,
     client_headers,
     jwks_kids,
-    key_source,
     kid_of,
     register_and_login,
-    started,
     statuses,
     verdict,
 )
 
 DAY = timedelta(hours=24)
-
-
-@pytest.fixture(scope="module")
-def fresh_keys() -> list[rsa.RSAPrivateKey]:
-    return [generate_rsa_key(2048) for _ in range(9)]
-
-
-@pytest.fixture
-async def rot(
-    make_container: Callable[..., Container], fresh_keys: list[rsa.RSAPrivateKey]
-) -> AsyncIterator[Service]:
-    async with started(make_container(key_generator=key_source(fresh_keys))) as service:
-        yield service
 
 
 def _outcome(result: DueReport | BaseException) -> str:

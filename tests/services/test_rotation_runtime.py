@@ -7,45 +7,28 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
-from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.crypto.jwt import encode_token
 from auth_service.scheduler import KeyScheduler
 from auth_service.services.keys import new_signing_key, open_private_key
 from auth_service.settings import Settings
 from auth_service.store.base import StoreUnavailableError
-from tests.conftest import Service
+from tests.conftest import Service, started
 from tests.services.rotation_support import (
     client_headers,
-    key_source,
     register_and_login,
-    started,
     statuses,
     verdict,
 )
 
 DAY = timedelta(hours=24)
-
-
-@pytest.fixture(scope="module")
-def fresh_keys() -> list[rsa.RSAPrivateKey]:
-    return [generate_rsa_key(2048) for _ in range(5)]
-
-
-@pytest.fixture
-async def rot(
-    make_container: Callable[..., Container], fresh_keys: list[rsa.RSAPrivateKey]
-) -> AsyncIterator[Service]:
-    async with started(make_container(key_generator=key_source(fresh_keys))) as service:
-        yield service
 
 
 async def test_the_scheduler_tick_rotates_when_due_and_logs_a_store_outage(
@@ -93,10 +76,9 @@ def _refuse() -> None:
 async def test_the_scheduler_runs_in_the_app_and_stops_with_it(
     make_container: Callable[..., Container],
     make_settings: Callable[..., Settings],
-    fresh_keys: list[rsa.RSAPrivateKey],
 ) -> None:
     settings = make_settings(scheduler_enabled=True, key_check_interval_seconds=0.05)
-    container = make_container(settings, key_generator=key_source(fresh_keys))
+    container = make_container(settings)
     async with started(container):
         assert container.scheduler is not None and container.scheduler.running
         for _ in range(200):
