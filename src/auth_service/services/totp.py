@@ -49,7 +49,7 @@ RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # base32: 5 bits a character
 _RECOVERY_LENGTH = 20  # 100 bits
 _USED_CODE_TTL = timedelta(seconds=STEP_SECONDS * 4)  # outlives the ±1 step window
-_SIX_DIGITS = re.compile(r"\d{6}")
+_SIX_DIGITS = re.compile(r"[0-9]{6}")  # ASCII only: \d would also match other scripts' digits
 
 
 @dataclass(frozen=True, slots=True)
