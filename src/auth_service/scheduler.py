@@ -77,13 +77,17 @@ class KeyScheduler:
                 self._running.discard(task)
 
     async def shutdown(self) -> None:
-        """Stop scheduling, then let a check in flight finish (bounded; it is one transaction,
-        so cancelling it after the bound rolls it back)."""
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        """Stop scheduling, let a check in flight finish (bounded; it is one transaction, so
+        cancelling it after the bound rolls it back), then shut the scheduler down. Pausing
+        first matters: APScheduler's shutdown cancels the job futures it still runs."""
+        if not self._scheduler.running:
+            return
+        self._scheduler.pause()
         if self._running:
-            _done, pending = await asyncio.wait(self._running, timeout=_SHUTDOWN_SECONDS)
+            _done, pending = await asyncio.wait(set(self._running), timeout=_SHUTDOWN_SECONDS)
             for task in pending:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self._scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # AsyncIOScheduler applies shutdown on the loop's next turn

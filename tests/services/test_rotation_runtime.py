@@ -12,12 +12,16 @@ from datetime import timedelta
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
+from auth_service.crypto.envelope import Envelope
 from auth_service.crypto.jwt import encode_token
+from auth_service.db.models import SigningKey
 from auth_service.scheduler import KeyScheduler
 from auth_service.services.keys import new_signing_key, open_private_key
+from auth_service.services.rotation import DueReport
 from auth_service.settings import Settings
 from auth_service.store.base import StoreUnavailableError
 from tests.conftest import Service, started
@@ -139,3 +143,46 @@ async def test_a_key_made_elsewhere_a_moment_ago_validates_at_once(
     )
     assert container.keyring.lookup(row.kid) is None
     assert (await verdict(rot, elsewhere, headers))["valid"] is True
+
+
+async def test_shutdown_lets_a_check_in_flight_finish(
+    rot: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished: list[bool] = []
+
+    async def slow_check(*_args: object) -> DueReport:
+        await asyncio.sleep(0.3)
+        finished.append(True)
+        return DueReport(rotation=None, expired=[])
+
+    monkeypatch.setattr("auth_service.scheduler.run_due_work", slow_check)
+    scheduler = KeyScheduler(rot.container.keys, rot.container.policy, every=timedelta(seconds=60))
+    scheduler.start()
+    for _ in range(300):  # the first check starts 0.5-2 s after start()
+        if scheduler._running:
+            break
+        await asyncio.sleep(0.01)
+    assert scheduler._running, "the first check did not start"
+    await scheduler.shutdown()
+    assert finished == [True] and not scheduler.running
+
+
+async def test_a_reload_opens_each_private_key_once(
+    rot: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auth_service.services import keys
+
+    opened: list[str] = []
+    real = keys.open_private_key
+
+    def counting(envelope: Envelope, row: SigningKey) -> RSAPrivateKey:
+        opened.append(row.kid)
+        return real(envelope, row)
+
+    monkeypatch.setattr(keys, "open_private_key", counting)
+    for _ in range(3):
+        assert await rot.container.reload_keys()
+    assert opened == []  # both keys were opened at start-up and are remembered
+    rot.container.keys.opened.clear()
+    assert await rot.container.reload_keys()
+    assert sorted(opened) == sorted(rot.container.keyring.snapshot.keys)

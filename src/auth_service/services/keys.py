@@ -64,6 +64,9 @@ class KeyContext:
     lock_ttl: timedelta
     generate: KeyGenerator = generate_rsa_key
     metrics: Metrics = field(default_factory=Metrics)
+    # kid → (sealed bytes, opened key): a key is decrypted and RSA-checked once per process
+    # (~60 ms each), not on every reload; a changed ciphertext is opened afresh.
+    opened: dict[str, tuple[bytes, rsa.RSAPrivateKey]] = field(default_factory=dict)
 
 
 def signing_envelope(secret: str) -> Envelope:
@@ -160,7 +163,9 @@ async def list_keys(session: AsyncSession) -> list[SigningKey]:
     return list((await session.scalars(select(SigningKey).order_by(SigningKey.created_at))).all())
 
 
-def _authenticated_private_key(ctx: KeyContext, row: SigningKey) -> rsa.RSAPrivateKey | None:
+async def _authenticated_private_key(
+    ctx: KeyContext, row: SigningKey
+) -> rsa.RSAPrivateKey | None:
     """Open the row's private key and check it matches the published public key and the kid.
 
     The public columns are not encrypted, so a row written by anyone with database access
@@ -168,7 +173,13 @@ def _authenticated_private_key(ctx: KeyContext, row: SigningKey) -> rsa.RSAPriva
     active key stops start-up; any other bad row is left out (and logged).
     """
     try:
-        private_key = open_private_key(ctx.envelope, row)
+        sealed = bytes(row.private_key_encrypted)
+        cached = ctx.opened.get(row.kid)
+        if cached is not None and cached[0] == sealed:
+            private_key = cached[1]
+        else:  # off the event loop: parsing checks the RSA key (tens of ms)
+            private_key = await asyncio.to_thread(open_private_key, ctx.envelope, row)
+            ctx.opened[row.kid] = (sealed, private_key)
         members = public_jwk_members(private_key.public_key())
         stored = {name: row.public_jwk.get(name) for name in ("kty", "n", "e")}
         if members != stored or thumbprint(members) != row.kid:
@@ -195,7 +206,7 @@ async def load_snapshot(ctx: KeyContext) -> KeySnapshot:
         if row.status == "revoked":  # never verifies; kept so tokens get "key_revoked"
             trusted.append(row)
             continue
-        private_key = _authenticated_private_key(ctx, row)
+        private_key = await _authenticated_private_key(ctx, row)
         if private_key is None:
             continue
         trusted.append(row)

@@ -130,14 +130,15 @@ async def reset_password(
 ) -> None:
     now = ctx.clock.now()
     row = await db.scalar(
-        select(PasswordResetToken)
-        .where(PasswordResetToken.token_hash == hash_opaque(token))
-        .with_for_update()
+        select(PasswordResetToken).where(PasswordResetToken.token_hash == hash_opaque(token))
     )
-    if row is None or row.used_at is not None or now >= row.expires_at:
+    if row is None:
         raise InvalidResetTokenError()
-    user = await db.get(User, row.user_id)
-    if user is None or user.disabled:
+    # Lock the user first, then re-read the token: two resets of one user queue here instead
+    # of each locking its own token and then waiting for the other's (a deadlock on Postgres).
+    user = await db.scalar(select(User).where(User.id == row.user_id).with_for_update())
+    await db.refresh(row, with_for_update=True)
+    if user is None or user.disabled or row.used_at is not None or now >= row.expires_at:
         raise InvalidResetTokenError()
     await set_password(db, hasher, ctx.clock, user, new_password)  # 422 leaves the token usable
     await db.execute(
