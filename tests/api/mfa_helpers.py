@@ -4,8 +4,7 @@ a user with TOTP on, the two login steps, and raw reads of the database."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,23 +14,10 @@ import jwt
 import pyotp
 from sqlalchemy import text
 
-from auth_service.app import create_app
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from tests.api.helpers import PASSWORD, LoggedIn, register_and_login
 from tests.conftest import Service
-
-
-@asynccontextmanager
-async def running(container: Container) -> AsyncIterator[Service]:
-    """Like the ``service`` fixture, for a container built by the test."""
-    app = create_app(container=container)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
-        yield Service(app=app, container=container, client=client)
 
 
 @dataclass

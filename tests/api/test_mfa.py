@@ -4,9 +4,11 @@ POST /auth/login/mfa and /auth/mfa/totp/{setup,confirm,disable})."""
 from __future__ import annotations
 
 import base64
+import uuid
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from auth_service.clock import FrozenClock
+from auth_service.db.models import User
 from tests.api.helpers import PASSWORD, client_headers, register_and_login, validate
 from tests.api.mfa_helpers import (
     RECOVERY_FORMAT,
@@ -49,6 +51,9 @@ async def test_setup_confirm_login_and_second_step(service: Service, clock: Froz
     assert len(codes) == 10 and len(set(codes)) == 10
     assert all(RECOVERY_FORMAT.fullmatch(code) for code in codes), codes
     assert await mfa_enabled(service, user.pair["access_token"]) is True
+    async with service.container.sessionmaker() as db:
+        row = await db.get(User, uuid.UUID(user.user_id))
+        assert row is not None and row.totp_confirmed_at == clock.now()
 
     clock.advance(30)  # the confirming code's step is used up
     sessions = "SELECT count(*) FROM sessions"

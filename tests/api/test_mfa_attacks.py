@@ -31,11 +31,10 @@ from tests.api.mfa_helpers import (
     mfa_enabled,
     password_step,
     raw_rows,
-    running,
     second_step,
     wrong_code,
 )
-from tests.conftest import REDIS_URL, Service, is_postgres
+from tests.conftest import REDIS_URL, Service, is_postgres, started
 
 
 async def test_the_mfa_token_is_single_use(service: Service, clock: FrozenClock) -> None:
@@ -65,7 +64,7 @@ async def test_the_mfa_token_expires(
         else MemoryStore(prefix=redis_prefix, time_source=lambda: clock.now().timestamp())
     )
     try:
-        async with running(make_container(store=raw)) as service:
+        async with started(make_container(store=raw)) as service:
             mfa = await enable_totp(service, clock)
             early = await password_step(service, mfa.email)
             late = await password_step(service, mfa.email)
@@ -214,7 +213,7 @@ async def test_password_guesses_on_disable_count_against_the_account_limit(
 ) -> None:
     """A stolen access token must not become an unlimited password oracle (401 vs 400)."""
     container = make_container(make_settings(login_account_failure_limit=3))
-    async with running(container) as service:
+    async with started(container) as service:
         mfa = await enable_totp(service, clock)
         url = "/auth/mfa/totp/disable"
         for _ in range(3):

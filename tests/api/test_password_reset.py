@@ -26,10 +26,9 @@ from tests.api.mfa_helpers import (
     execute,
     password_step,
     raw_rows,
-    running,
     second_step,
 )
-from tests.conftest import Service
+from tests.conftest import Service, started
 
 NEW_PASSWORD = "a brand new passphrase for alice"
 RESET_URL = "https://app.example.test/reset-password"
@@ -51,8 +50,8 @@ async def service(
     settings = make_settings(
         mail_backend="file", mail_file_path=mail_file, password_reset_url=RESET_URL
     )
-    async with running(make_container(settings)) as started:
-        yield started
+    async with started(make_container(settings)) as running:
+        yield running
 
 
 def mails(path: Path) -> list[dict[str, Any]]:
@@ -167,7 +166,7 @@ async def test_change_password_needs_the_current_one_and_revokes_the_other_sessi
 async def test_password_guesses_on_change_count_against_the_account_limit(
     make_container: Callable[..., Container], make_settings: Callable[..., Settings]
 ) -> None:
-    async with running(make_container(make_settings(login_account_failure_limit=3))) as service:
+    async with started(make_container(make_settings(login_account_failure_limit=3))) as service:
         user = await register_and_login(service)
         url = "/auth/password/change"
         for _ in range(3):

@@ -25,7 +25,7 @@ from tests.cluster.support import (
     row_with,
     start_bootstrap,
 )
-from tests.conftest import REDIS_URL, TEST_SECRET
+from tests.conftest import REDIS_URL, TEST_SECRET, is_postgres
 
 MARGIN = 0.2
 PROPAGATION = 1.0  # a key change reaches every instance within this many seconds
@@ -111,3 +111,17 @@ async def until_next_key_may_sign(rows: list[dict[str, Any]], refresh_seconds: f
 
 
 # -- 1 ------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here starts real processes on PostgreSQL + Redis (one process is the
+    embedded default's whole design, covered by the in-process lifecycle tests)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(
+                pytest.mark.skipif(
+                    not is_postgres(), reason="three processes need PostgreSQL and Redis"
+                )
+            )

@@ -14,7 +14,6 @@ from collections import Counter
 from datetime import timedelta
 
 import httpx
-import pytest
 
 from tests.cluster.conftest import (
     ONE_ROTATION,
@@ -41,12 +40,6 @@ from tests.cluster.support import (
     statuses,
     validate,
 )
-from tests.conftest import is_postgres
-
-pytestmark = [
-    pytest.mark.skipif(not is_postgres(), reason="three processes need PostgreSQL and Redis"),
-    pytest.mark.slow,
-]
 
 
 async def test_twenty_concurrent_rotations_over_three_instances_make_one(

@@ -54,12 +54,6 @@ from tests.cluster.support import (
     statuses,
     validate,
 )
-from tests.conftest import is_postgres
-
-pytestmark = [
-    pytest.mark.skipif(not is_postgres(), reason="three processes need PostgreSQL and Redis"),
-    pytest.mark.slow,
-]
 
 
 async def test_no_live_token_fails_validation_while_keys_rotate(

@@ -109,6 +109,7 @@ async def confirm_setup(ctx: TotpContext, db: AsyncSession, user: User, code: st
         for code in codes
     )
     user.mfa_enabled = True
+    user.totp_confirmed_at = now
     user.updated_at = now
     await db.flush()
     return codes
@@ -128,6 +129,7 @@ async def disable(
         raise InvalidMfaCodeError(status_code=400)
     user.mfa_enabled = False
     user.totp_secret_encrypted = None
+    user.totp_confirmed_at = None
     user.updated_at = ctx.clock.now()
     await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     await db.flush()
