@@ -11,6 +11,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -106,9 +107,6 @@ def build_container(
     hasher = PasswordHasher.from_settings(settings)
     policy = RotationPolicy.from_settings(settings)
 
-    async def reload_keys() -> bool:
-        return await reload_keyring(keys, keyring)
-
     return Container(
         settings=settings,
         engine=engine,
@@ -118,7 +116,9 @@ def build_container(
         keyring=keyring,
         keys=keys,
         hasher=hasher,
-        validator=TokenValidator(keyring, store, settings, clock, reload_keys=reload_keys),
+        validator=TokenValidator(
+            keyring, store, settings, clock, reload_keys=partial(reload_keyring, keys, keyring)
+        ),
         clients=ClientAuthenticator(
             sessionmaker, hasher, cache_seconds=settings.client_auth_cache_seconds
         ),

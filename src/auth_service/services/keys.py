@@ -163,9 +163,7 @@ async def list_keys(session: AsyncSession) -> list[SigningKey]:
     return list((await session.scalars(select(SigningKey).order_by(SigningKey.created_at))).all())
 
 
-async def _authenticated_private_key(
-    ctx: KeyContext, row: SigningKey
-) -> rsa.RSAPrivateKey | None:
+async def _authenticated_private_key(ctx: KeyContext, row: SigningKey) -> rsa.RSAPrivateKey | None:
     """Open the row's private key and check it matches the published public key and the kid.
 
     The public columns are not encrypted, so a row written by anyone with database access
