@@ -50,9 +50,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             allow_credentials=False,
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    # Routes are matched in order: the hot path (every backend call) first.
+    app.include_router(validate.router)
     app.include_router(auth.router)
     app.include_router(account.router)
-    app.include_router(validate.router)
     app.include_router(wellknown.router)
     app.include_router(health.router)
     app.include_router(admin.router)

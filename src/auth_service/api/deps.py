@@ -18,9 +18,13 @@ from auth_service.settings import Settings
 from auth_service.store.base import Store
 
 
-async def get_container(request: Request) -> Container:
+def container_of(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
+
+
+async def get_container(request: Request) -> Container:
+    return container_of(request)
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

@@ -155,6 +155,50 @@ def verify_parsed(parsed: ParsedToken, public_key: RSAPublicKey) -> dict[str, An
     return claims
 
 
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """A token's ``exp``/``nbf``/``iat`` (absent ones are None): the part of the claims check
+    that depends on the time, so a verified token's static checks need not run again."""
+
+    exp: datetime | None
+    nbf: datetime | None
+    iat: datetime | None
+
+    def check(self, now: datetime, leeway: timedelta) -> None:
+        """``expired`` when ``now >= exp + leeway``; ``not_yet_valid`` when ``now < nbf -
+        leeway`` or ``iat > now + leeway`` (``now`` timezone-aware, ``leeway`` not negative)."""
+        if self.exp is not None and now - leeway >= self.exp:
+            raise TokenRejected("expired")
+        if self.nbf is not None and now + leeway < self.nbf:
+            raise TokenRejected("not_yet_valid")
+        if self.iat is not None and self.iat > now + leeway:
+            raise TokenRejected("not_yet_valid")
+
+
+def check_static_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    audiences: Sequence[str],
+    required: Sequence[str] = DEFAULT_REQUIRED_CLAIMS,
+) -> TimeBounds:
+    """Every check of ``check_claims`` that does not depend on the time; returns the rest."""
+    if isinstance(audiences, str) or not audiences or not issuer:
+        raise ValueError("issuer must be non-empty and audiences a non-empty list of strings")
+    if any(claims.get(name) is None for name in required):
+        raise TokenRejected("malformed")
+    times = {name: _numeric_date(claims[name]) for name in ("exp", "iat", "nbf") if name in claims}
+    strings = [claims[name] for name in ("iss", "sub", "jti") if name in claims]
+    if not all(isinstance(value, str) and value for value in strings):
+        raise TokenRejected("malformed")
+    token_audiences = _audiences(claims["aud"]) if "aud" in claims else frozenset()
+    if claims.get("iss") != issuer:
+        raise TokenRejected("invalid_issuer")
+    if token_audiences.isdisjoint(audiences):
+        raise TokenRejected("invalid_audience")
+    return TimeBounds(exp=times.get("exp"), nbf=times.get("nbf"), iat=times.get("iat"))
+
+
 def check_claims(
     claims: Mapping[str, Any],
     *,
@@ -176,25 +220,8 @@ def check_claims(
     """
     if now.utcoffset() is None or leeway < timedelta(0):
         raise ValueError("now must be timezone-aware and leeway not negative")
-    if isinstance(audiences, str) or not audiences or not issuer:
-        raise ValueError("issuer must be non-empty and audiences a non-empty list of strings")
-    if any(claims.get(name) is None for name in required):
-        raise TokenRejected("malformed")
-    times = {name: _numeric_date(claims[name]) for name in ("exp", "iat", "nbf") if name in claims}
-    strings = [claims[name] for name in ("iss", "sub", "jti") if name in claims]
-    if not all(isinstance(value, str) and value for value in strings):
-        raise TokenRejected("malformed")
-    token_audiences = _audiences(claims["aud"]) if "aud" in claims else frozenset()
-    if claims.get("iss") != issuer:
-        raise TokenRejected("invalid_issuer")
-    if token_audiences.isdisjoint(audiences):
-        raise TokenRejected("invalid_audience")
-    if "exp" in times and now - leeway >= times["exp"]:
-        raise TokenRejected("expired")
-    if "nbf" in times and now + leeway < times["nbf"]:
-        raise TokenRejected("not_yet_valid")
-    if "iat" in times and times["iat"] > now + leeway:
-        raise TokenRejected("not_yet_valid")
+    bounds = check_static_claims(claims, issuer=issuer, audiences=audiences, required=required)
+    bounds.check(now, leeway)
 
 
 def encode_token(

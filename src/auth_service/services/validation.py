@@ -3,10 +3,11 @@
 Order (API.md "A token is valid only if ALL hold"): header (size, shape, alg allow-list, kid
 charset) → ``typ`` → kid in the in-memory key cache (``unknown_key``, ``key_revoked``; a kid
 the cache lacks reloads it once, rate-limited, in case the key is a moment old) →
-signature (remembered in a bounded LRU keyed by the token string, so a token's RSA verify
-runs once; key status, claims and revocation are still checked on every call) → claims
-against the injected clock → revocation (jti, sid, user revoke-after, user disabled) in ONE
-pipelined store read. A store failure fails closed: ``ServiceUnavailableError``, never valid.
+signature and the claims that do not depend on the time (their outcome remembered in a
+bounded LRU keyed by the token string, so a token's RSA verify runs once; key status, times
+and revocation are still checked on every call) → times against the injected clock →
+revocation (jti, sid, user revoke-after, user disabled) in ONE pipelined store read. A store
+failure fails closed: ``ServiceUnavailableError``, never valid.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 
 from auth_service.clock import Clock
 from auth_service.crypto.jwt import (
+    TimeBounds,
     TokenRejected,
-    check_claims,
+    check_static_claims,
     check_token_type,
     parse_token,
     verify_parsed,
@@ -40,15 +42,17 @@ class Verdict:
     error: str | None = None
 
 
-Verified = tuple[str, dict[str, Any]]  # (kid the signature verified against, claims)
+# (kid the signature verified against, claims, their time bounds or the static check's
+# rejection reason: malformed, invalid_issuer or invalid_audience)
+Verified = tuple[str, dict[str, Any], TimeBounds | str]
 
 
 class SignatureCache:
-    """A bounded LRU of token string → (kid, verified claims). Size 0 disables it.
+    """A bounded LRU of token string → ``Verified``. Size 0 disables it.
 
     An entry exists only for a token whose header passed every check and whose signature
-    verified, so a hit skips header parsing and RSA; key status, claims and revocation are
-    still checked on every call.
+    verified, so a hit skips header parsing, RSA and the static claim checks; key status,
+    times and revocation are still checked on every call.
     """
 
     def __init__(self, size: int) -> None:
@@ -123,6 +127,7 @@ class TokenValidator:
         self._store = store
         self._settings = settings
         self._clock = clock
+        self._leeway = settings.clock_leeway
         self._cache = SignatureCache(settings.validation_cache_size)
         self.kid_reloader = (
             UnknownKidReloader(reload_keys, clock, settings.unknown_kid_reload_seconds)
@@ -162,31 +167,38 @@ class TokenValidator:
         return verdicts
 
     def _verify_offline(self, token: str, now: datetime) -> Verdict | dict[str, Any]:
-        settings = self._settings
         try:
             cached = self._cache.get(token)
             if cached is None:
-                parsed = parse_token(token, allowed_algorithms=settings.allowed_algorithms)
-                check_token_type(parsed.header)
-                key = self._usable_key(parsed.header.kid, now)
-                claims = verify_parsed(parsed, key.public_key)
-                _check_shape(claims)
-                self._cache.put(token, (key.kid, claims))
+                cached = self._verify_new(token, now)
+                self._cache.put(token, cached)
             else:
-                kid, claims = cached
-                self._usable_key(kid, now)
-            check_claims(
-                claims,
-                issuer=settings.issuer,
-                audiences=settings.audience,
-                now=now,
-                leeway=settings.clock_leeway,
-            )
+                self._usable_key(cached[0], now)
+            _, claims, outcome = cached
+            if isinstance(outcome, str):
+                raise TokenRejected(outcome)
+            outcome.check(now, self._leeway)
         except _UnknownKid:
             return _KID_MISSING
         except TokenRejected as exc:
             return Verdict(valid=False, error=exc.reason)
         return claims
+
+    def _verify_new(self, token: str, now: datetime) -> Verified:
+        """Header, key, signature; then the static claim checks, whose outcome is kept."""
+        settings = self._settings
+        parsed = parse_token(token, allowed_algorithms=settings.allowed_algorithms)
+        check_token_type(parsed.header)
+        key = self._usable_key(parsed.header.kid, now)
+        claims = verify_parsed(parsed, key.public_key)
+        try:
+            _check_shape(claims)
+            bounds = check_static_claims(
+                claims, issuer=settings.issuer, audiences=settings.audience
+            )
+        except TokenRejected as exc:
+            return key.kid, claims, exc.reason
+        return key.kid, claims, bounds
 
     async def _reload_for_unknown_kid(self) -> bool:
         return self.kid_reloader is not None and await self.kid_reloader()

@@ -1,0 +1,112 @@
+"""The verification cache of /validate: a token's signature and static claim checks run once;
+the time checks, key status and revocation run on every call (the key-status and revocation
+cases are in test_validate_revocation.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+
+from auth_service.clock import FrozenClock
+from auth_service.container import Container
+from auth_service.services import validation
+from auth_service.settings import Settings
+from tests.api.helpers import client_headers, register_and_login, validate
+from tests.conftest import Service, started
+
+LEEWAY = 10  # the default AUTH_CLOCK_LEEWAY_SECONDS
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kid of every RSA signature check the validator runs."""
+    calls: list[str] = []
+    real = validation.verify_parsed
+
+    def counting(parsed: Any, key: Any) -> dict[str, Any]:
+        calls.append(parsed.header.kid)
+        return real(parsed, key)
+
+    monkeypatch.setattr(validation, "verify_parsed", counting)
+    return calls
+
+
+def _signed(service: Service, claims: dict[str, Any]) -> str:
+    signing = service.container.keyring.signing
+    assert signing is not None
+    return jwt.encode(
+        claims,
+        signing.private_key,
+        algorithm="RS256",
+        headers={"typ": "at+jwt", "kid": signing.kid},
+    )
+
+
+async def _verdicts(service: Service, token: str, headers: dict[str, str], times: int) -> list[Any]:
+    bodies = [await validate(service, token, headers) for _ in range(times)]
+    return [body.get("error", body["valid"]) for body in bodies]
+
+
+async def test_a_signature_and_a_static_rejection_are_checked_once(
+    service: Service, verifications: list[str]
+) -> None:
+    user = await register_and_login(service)
+    headers = await client_headers(service)
+    genuine = jwt.decode(user.pair["access_token"], options={"verify_signature": False})
+    assert await _verdicts(service, user.pair["access_token"], headers, 3) == [True] * 3
+    assert len(verifications) == 1
+    cases = [
+        ({**genuine, "aud": "api.elsewhere.test"}, "invalid_audience"),
+        ({**genuine, "iss": "https://elsewhere.test"}, "invalid_issuer"),
+        ({key: value for key, value in genuine.items() if key != "sid"}, "malformed"),
+    ]
+    for claims, reason in cases:
+        assert await _verdicts(service, _signed(service, claims), headers, 3) == [reason] * 3
+    assert len(verifications) == 1 + len(cases)
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+async def test_a_remembered_token_becomes_valid_when_its_time_comes(
+    service: Service, clock: FrozenClock, verifications: list[str], claim: str
+) -> None:
+    user = await register_and_login(service)
+    headers = await client_headers(service)
+    genuine = jwt.decode(user.pair["access_token"], options={"verify_signature": False})
+    now = int(clock.now().timestamp())
+    token = _signed(service, {**genuine, claim: now + LEEWAY + 5})
+    assert await _verdicts(service, token, headers, 2) == ["not_yet_valid"] * 2
+    clock.advance(5)
+    assert await _verdicts(service, token, headers, 1) == [True]
+    assert len(verifications) == 1
+
+
+async def test_a_remembered_token_expires_on_time(
+    service: Service, clock: FrozenClock, verifications: list[str]
+) -> None:
+    user = await register_and_login(service)
+    headers = await client_headers(service)
+    genuine = jwt.decode(user.pair["access_token"], options={"verify_signature": False})
+    token = _signed(service, {**genuine, "exp": int(clock.now().timestamp()) + 5})
+    assert await _verdicts(service, token, headers, 2) == [True] * 2
+    clock.advance(5 + LEEWAY - 1)
+    assert await _verdicts(service, token, headers, 1) == [True]
+    clock.advance(1)
+    assert await _verdicts(service, token, headers, 2) == ["expired"] * 2
+    assert len(verifications) == 1
+
+
+async def test_with_the_cache_off_every_call_verifies_the_signature(
+    make_container: Callable[..., Container],
+    make_settings: Callable[..., Settings],
+    verifications: list[str],
+) -> None:
+    async with started(make_container(make_settings(validation_cache_size=0))) as service:
+        user = await register_and_login(service)
+        headers = await client_headers(service)
+        assert await _verdicts(service, user.pair["access_token"], headers, 3) == [True] * 3
+        forged = _signed(service, {"iss": "x"})
+        assert await _verdicts(service, forged, headers, 2) == ["malformed"] * 2
+    assert len(verifications) == 5
