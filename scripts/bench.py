@@ -60,9 +60,8 @@ BENCH_SETTINGS = {
     "AUTH_ACCESS_TOKEN_TTL_SECONDS": "3600",  # every token lives through the whole run
     "AUTH_LOGIN_FAILURE_LIMIT": "1000000",  # setup and (e) log in thousands of times
     "AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT": "1000000",
-    # A verified client secret is cached 30 s by default; when it lapses, every in-flight
-    # request re-runs argon2 (~30 ms each, one core): a 40 s /validate run at -c32 measured
-    # p99 490 ms with 30 s, 26 ms with 300 s. 300 s keeps that stampede out of the runs.
+    # The default (30 s): when a verified client secret lapses under load, one request re-runs
+    # argon2 and the others wait for it (single-flight), so a run sees that cost once or not.
     "AUTH_CLIENT_AUTH_CACHE_SECONDS": "30",
 }
 

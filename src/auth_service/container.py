@@ -200,6 +200,7 @@ async def stop(container: Container) -> None:
                 "background task %s did not stop within %ss", task.get_name(), _STOP_SECONDS
             )
     container.tasks.clear()
+    await container.clients.close()
     if container.owns_store:
         with contextlib.suppress(StoreUnavailableError):
             await container.store.close()

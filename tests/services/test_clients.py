@@ -70,3 +70,94 @@ async def test_a_deleted_client_is_refused_once_its_cache_lapses(
     with pytest.raises(InvalidClientError):
         await auth.authenticate(client_id, secret)
     await container.engine.dispose()
+
+
+class Ticks:
+    """A hand-moved monotonic time source."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _settled(auth: ClientAuthenticator) -> None:
+    if auth.refreshes:
+        await asyncio.wait(auth.refreshes)
+
+
+async def test_the_last_fifth_of_the_window_re_verifies_in_the_background(
+    setup: tuple[Container, str, str],
+) -> None:
+    container, client_id, secret = setup
+    hasher, ticks = CountingHasher(), Ticks()
+    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
+    assert await auth.authenticate(client_id, secret) == client_id
+    ticks.now += 23  # 7 s left: not yet
+    assert await auth.authenticate(client_id, secret) == client_id
+    assert (hasher.verifications, auth.refreshes) == (1, set())
+    ticks.now += 2  # 5 s left: this request answers at once and starts one re-verification
+    answers = await asyncio.gather(*(auth.authenticate(client_id, secret) for _ in range(5)))
+    assert answers == [client_id] * 5
+    assert len(auth.refreshes) == 1 and not next(iter(auth.refreshes)).done()
+    await _settled(auth)
+    assert hasher.verifications == 2
+    ticks.now += 20  # past the first window, inside the renewed one
+    assert await auth.authenticate(client_id, secret) == client_id
+    assert hasher.verifications == 2
+    hasher.close()
+    await container.engine.dispose()
+
+
+async def test_a_client_deleted_meanwhile_is_dropped_by_the_background_check(
+    setup: tuple[Container, str, str],
+) -> None:
+    container, client_id, secret = setup
+    ticks = Ticks()
+    auth = ClientAuthenticator(
+        container.sessionmaker, container.hasher, cache_seconds=30, time_source=ticks
+    )
+    assert await auth.authenticate(client_id, secret) == client_id
+    async with container.sessionmaker() as session, session.begin():
+        await delete_client(session, container.clock, client_id)
+    ticks.now += 26
+    assert await auth.authenticate(client_id, secret) == client_id  # still inside its window
+    await _settled(auth)
+    with pytest.raises(InvalidClientError):  # 4 s before the window would have ended
+        await auth.authenticate(client_id, secret)
+    await container.engine.dispose()
+
+
+async def test_a_wrong_secret_never_starts_a_re_verification(
+    setup: tuple[Container, str, str],
+) -> None:
+    container, client_id, secret = setup
+    ticks = Ticks()
+    auth = ClientAuthenticator(
+        container.sessionmaker, container.hasher, cache_seconds=30, time_source=ticks
+    )
+    assert await auth.authenticate(client_id, secret) == client_id
+    ticks.now += 29
+    with pytest.raises(InvalidClientError):
+        await auth.authenticate(client_id, secret + "x")
+    assert auth.refreshes == set()
+    await container.engine.dispose()
+
+
+async def test_close_stops_a_re_verification_in_flight(
+    setup: tuple[Container, str, str],
+) -> None:
+    container, client_id, secret = setup
+    hasher, ticks = CountingHasher(), Ticks()
+    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
+    assert await auth.authenticate(client_id, secret) == client_id
+    ticks.now += 28
+    assert await auth.authenticate(client_id, secret) == client_id
+    (task,) = auth.refreshes
+    await auth.close()
+    assert task.cancelled()
+    assert await auth.authenticate(client_id, secret) == client_id  # the entry still holds
+    assert auth.refreshes == set()  # and a closed authenticator starts no new ones
+    hasher.close()
+    await container.engine.dispose()

@@ -70,11 +70,13 @@ def _json(payload: dict[str, Any]) -> Response:
 
 
 async def validate(request: Request) -> Response:
+    """Check one access token: `valid: true` with its claims, or `valid: false` and why."""
     container, body = await _authenticated_body(request, ValidateRequest)
     return _json(_result(await container.validator.validate(body.token)))
 
 
 async def validate_batch(request: Request) -> Response:
+    """Check 1 to 100 access tokens at once; the results are in the order asked."""
     container, body = await _authenticated_body(request, BatchRequest)
     verdicts = await container.validator.validate_many(body.tokens)
     return _json({"results": [_result(verdict) for verdict in verdicts]})
