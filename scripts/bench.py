@@ -13,6 +13,8 @@ request (for information, no target);
 (c) POST /validate/batch, 100 tokens a request; (d) POST /auth/refresh, every token unused;
 (e) POST /auth/login at the production argon2 cost, against cores / one hash time;
 (b-under-e) (b) and (e) at once: (b)'s p99 while logins run versus idle.
+(a) and (b) run --rounds times (default 3), alternating; each of their figures is the median
+over the rounds, so a burst of noise on a shared host moves one round, not the verdict.
 Scripts and helpers: scripts/bench/ (benchkit.py, scenarios.py, *.lua).
 """
 
@@ -39,6 +41,7 @@ from benchkit import (
     can_pin,
     drop_redis_prefix,
     machine,
+    median_of,
     run_wrk,
 )
 from scenarios import check_validation, make_fixtures, write_lines
@@ -127,13 +130,6 @@ def run_scenarios(
             return results[key]
 
         run(
-            "a",
-            "(a) bare JSON: GET /health/live",
-            f"{base}/health/live",
-            seconds=seconds,
-            connections=conns,
-        )
-        run(
             "jwks",
             "JWKS: GET /.well-known/jwks.json",
             f"{base}/.well-known/jwks.json",
@@ -148,14 +144,19 @@ def run_scenarios(
             connections=conns,
             headers={"If-None-Match": etag},
         )
-        run(
-            "b",
-            "(b) POST /validate, 1,000 tokens",
-            f"{base}/validate",
-            seconds=seconds,
-            connections=conns,
-            **validate,
-        )
+        # (a) and (b) alternate, ROUNDS times each: their ratios compare the same moments of
+        # the host, and each figure is the median over the rounds.
+        pairs: dict[str, list[Result]] = {"a": [], "b": []}
+        for round_number in range(1, args.rounds + 1):
+            print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
+            pairs["a"].append(
+                run_wrk("(a)", f"{base}/health/live", seconds=seconds, connections=conns)
+            )
+            pairs["b"].append(
+                run_wrk("(b)", f"{base}/validate", seconds=seconds, connections=conns, **validate)
+            )
+        results["a"] = median_of("(a) bare JSON: GET /health/live", pairs["a"])
+        results["b"] = median_of("(b) POST /validate, 1,000 tokens", pairs["b"])
 
         cold_settings: list[tuple[str, str, dict[str, str]]] = [
             ("b-cold", "(b-cold) same, signature cache off", {}),
@@ -306,7 +307,8 @@ def report(
         f"\nauth-service benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
         "1 uvicorn worker on core 0, wrk -t1 on core 1"
         + ("" if can_pin() else " (taskset unavailable: not pinned)")
-        + f", {args.seconds} s per scenario ({args.refresh_seconds} s for (d)), "
+        + f", {args.seconds} s per scenario ({args.refresh_seconds} s for (d); (a) and (b): "
+        f"{args.rounds} alternating rounds each), "
         f"-c{args.connections} ((d) -c{REFRESH_CONNECTIONS}, (e) -c{LOGIN_CONNECTIONS})"
     )
     print(
@@ -335,9 +337,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, help="seconds per scenario (default 10; (d) 5)")
     parser.add_argument("--quick", action="store_true", help="3 s per scenario, to try it out")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of (a) and (b) (default 3)"
+    )
     args = parser.parse_args()
     if args.seconds is not None and args.seconds < 1:
         parser.error("--seconds must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     default = 3 if args.quick else None
     args.refresh_seconds = args.seconds or default or 5
     args.seconds = args.seconds or default or 10

@@ -184,6 +184,28 @@ class Wrk:
             process.communicate()
 
 
+def median_of(name: str, rounds: list[Result]) -> Result:
+    """One result from repeated runs of a scenario: the median of each figure, the rounds'
+    req/s and p99 in the notes (a burst of noise on a shared host moves one round, not all)."""
+    import statistics
+
+    def median(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    return Result(
+        name=name,
+        requests_per_second=median([r.requests_per_second for r in rounds]),
+        p50_ms=median([r.p50_ms for r in rounds]),
+        p99_ms=median([r.p99_ms for r in rounds]),
+        errors=sum(r.errors for r in rounds),
+        requests=sum(r.requests for r in rounds),
+        notes=[
+            f"median of {len(rounds)} rounds, alternating with its pair: "
+            + ", ".join(f"{r.requests_per_second:,.0f}/s p99 {r.p99_ms:.1f}" for r in rounds)
+        ],
+    )
+
+
 def run_wrk(name: str, url: str, **options: object) -> Result:
     wrk = Wrk(name, url, **options)  # type: ignore[arg-type]
     try:
