@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -82,82 +83,82 @@ class Ticks:
         return self.now
 
 
-async def _settled(auth: ClientAuthenticator) -> None:
-    if auth.refreshes:
-        await asyncio.wait(auth.refreshes)
+@dataclass
+class Remembered:
+    """An authenticator (30 s window, hand-moved time) that has just verified the client."""
+
+    container: Container
+    auth: ClientAuthenticator
+    hasher: CountingHasher
+    ticks: Ticks
+    client_id: str
+    secret: str
+
+    async def ok(self, secret: str | None = None) -> bool:
+        return await self.auth.authenticate(self.client_id, secret or self.secret) == self.client_id
+
+    async def settled(self) -> None:
+        if self.auth.refreshes:
+            await asyncio.wait(self.auth.refreshes)
+
+
+@pytest.fixture
+async def remembered(setup: tuple[Container, str, str]) -> AsyncIterator[Remembered]:
+    container, client_id, secret = setup
+    hasher, ticks = CountingHasher(), Ticks()
+    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
+    state = Remembered(container, auth, hasher, ticks, client_id, secret)
+    assert await state.ok() and hasher.verifications == 1
+    yield state
+    await auth.close()
+    hasher.close()
+    await container.engine.dispose()
 
 
 async def test_the_last_fifth_of_the_window_re_verifies_in_the_background(
-    setup: tuple[Container, str, str],
+    remembered: Remembered,
 ) -> None:
-    container, client_id, secret = setup
-    hasher, ticks = CountingHasher(), Ticks()
-    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
-    assert await auth.authenticate(client_id, secret) == client_id
-    ticks.now += 23  # 7 s left: not yet
-    assert await auth.authenticate(client_id, secret) == client_id
-    assert (hasher.verifications, auth.refreshes) == (1, set())
-    ticks.now += 2  # 5 s left: this request answers at once and starts one re-verification
-    answers = await asyncio.gather(*(auth.authenticate(client_id, secret) for _ in range(5)))
-    assert answers == [client_id] * 5
-    assert len(auth.refreshes) == 1 and not next(iter(auth.refreshes)).done()
-    await _settled(auth)
-    assert hasher.verifications == 2
-    ticks.now += 20  # past the first window, inside the renewed one
-    assert await auth.authenticate(client_id, secret) == client_id
-    assert hasher.verifications == 2
-    hasher.close()
-    await container.engine.dispose()
+    r = remembered
+    r.ticks.now += 23  # 7 s left: not yet
+    assert await r.ok()
+    assert (r.hasher.verifications, r.auth.refreshes) == (1, set())
+    r.ticks.now += 2  # 5 s left: this request answers at once and starts one re-verification
+    assert all(await asyncio.gather(*(r.ok() for _ in range(5))))
+    assert len(r.auth.refreshes) == 1 and not next(iter(r.auth.refreshes)).done()
+    await r.settled()
+    assert r.hasher.verifications == 2
+    r.ticks.now += 20  # past the first window, inside the renewed one
+    assert await r.ok()
+    assert r.hasher.verifications == 2
 
 
 async def test_a_client_deleted_meanwhile_is_dropped_by_the_background_check(
-    setup: tuple[Container, str, str],
+    remembered: Remembered,
 ) -> None:
-    container, client_id, secret = setup
-    ticks = Ticks()
-    auth = ClientAuthenticator(
-        container.sessionmaker, container.hasher, cache_seconds=30, time_source=ticks
-    )
-    assert await auth.authenticate(client_id, secret) == client_id
-    async with container.sessionmaker() as session, session.begin():
-        await delete_client(session, container.clock, client_id)
-    ticks.now += 26
-    assert await auth.authenticate(client_id, secret) == client_id  # still inside its window
-    await _settled(auth)
+    r = remembered
+    async with r.container.sessionmaker() as session, session.begin():
+        await delete_client(session, r.container.clock, r.client_id)
+    r.ticks.now += 26
+    assert await r.ok()  # still inside its window
+    await r.settled()
     with pytest.raises(InvalidClientError):  # 4 s before the window would have ended
-        await auth.authenticate(client_id, secret)
-    await container.engine.dispose()
+        await r.ok()
 
 
-async def test_a_wrong_secret_never_starts_a_re_verification(
-    setup: tuple[Container, str, str],
-) -> None:
-    container, client_id, secret = setup
-    ticks = Ticks()
-    auth = ClientAuthenticator(
-        container.sessionmaker, container.hasher, cache_seconds=30, time_source=ticks
-    )
-    assert await auth.authenticate(client_id, secret) == client_id
-    ticks.now += 29
+async def test_a_wrong_secret_never_starts_a_re_verification(remembered: Remembered) -> None:
+    r = remembered
+    r.ticks.now += 29
     with pytest.raises(InvalidClientError):
-        await auth.authenticate(client_id, secret + "x")
-    assert auth.refreshes == set()
-    await container.engine.dispose()
+        await r.ok(r.secret + "x")
+    assert r.auth.refreshes == set()
 
 
-async def test_close_stops_a_re_verification_in_flight(
-    setup: tuple[Container, str, str],
-) -> None:
-    container, client_id, secret = setup
-    hasher, ticks = CountingHasher(), Ticks()
-    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
-    assert await auth.authenticate(client_id, secret) == client_id
-    ticks.now += 28
-    assert await auth.authenticate(client_id, secret) == client_id
-    (task,) = auth.refreshes
-    await auth.close()
+async def test_close_stops_a_re_verification_in_flight(remembered: Remembered) -> None:
+    r = remembered
+    r.ticks.now += 28
+    assert await r.ok()
+    (task,) = r.auth.refreshes
+    await r.auth.close()
     assert task.cancelled()
-    assert await auth.authenticate(client_id, secret) == client_id  # the entry still holds
-    assert auth.refreshes == set()  # and a closed authenticator starts no new ones
-    hasher.close()
-    await container.engine.dispose()
+    assert await r.ok()  # the entry still holds
+    assert r.auth.refreshes == set()  # and a closed authenticator starts no new ones
