@@ -1,4 +1,5 @@
-"""/validate parses its own body (the lean hot path): bad bodies still get the contract's 422."""
+"""/validate and /validate/batch parse their own bodies (the lean hot path): bad bodies still
+get the contract's 422, and only after the client is authenticated."""
 
 from __future__ import annotations
 
@@ -28,14 +29,44 @@ async def test_bad_bodies_are_422_naming_the_field(
     assert response.json() == {"error": "invalid_request", "error_description": description}
 
 
-async def test_the_client_is_authenticated_before_the_body_is_read(service: Service) -> None:
-    response = await service.client.post("/validate", content=b"{bad")
+@pytest.mark.parametrize(
+    ("body", "description"),
+    [
+        (b"{bad", "body: the body is not valid JSON"),
+        (b'{"tokens": "x"}', "tokens: Input should be a valid array"),
+        (b'{"tokens": [1]}', "tokens.0: Input should be a valid string"),
+        (b'{"token": "x"}', "tokens: Field required"),
+    ],
+)
+async def test_bad_batch_bodies_are_422_naming_the_field(
+    service: Service, body: bytes, description: str
+) -> None:
+    headers = {**await client_headers(service), "content-type": "application/json"}
+    response = await service.client.post("/validate/batch", content=body, headers=headers)
+    assert response.status_code == 422
+    assert response.json() == {"error": "invalid_request", "error_description": description}
+
+
+@pytest.mark.parametrize("path", ["/validate", "/validate/batch"])
+async def test_the_client_is_authenticated_before_the_body_is_read(
+    service: Service, path: str
+) -> None:
+    response = await service.client.post(path, content=b"{bad")
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
 
 
-async def test_openapi_still_documents_the_body(service: Service) -> None:
+@pytest.mark.parametrize(
+    ("path", "members", "required"),
+    [
+        ("/validate", {"token", "token_type"}, ["token"]),
+        ("/validate/batch", {"tokens"}, ["tokens"]),
+    ],
+)
+async def test_openapi_still_documents_the_body(
+    service: Service, path: str, members: set[str], required: list[str]
+) -> None:
     spec = (await service.client.get("/openapi.json")).json()
-    body = spec["paths"]["/validate"]["post"]["requestBody"]["content"]["application/json"]
-    assert set(body["schema"]["properties"]) == {"token", "token_type"}
-    assert body["schema"]["required"] == ["token"]
+    body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["schema"]["properties"]) == members
+    assert body["schema"]["required"] == required
