@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth_service.errors import AuthError, ErrorCode
@@ -118,8 +119,29 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("the store is unavailable on %s %s: %s", request.method, request.url.path, exc)
+# The database cannot be reached or answer: asyncpg raises OSError when it cannot connect,
+# SQLAlchemy OperationalError/InterfaceError for a lost connection or a locked SQLite file,
+# its TimeoutError when the pool has no connection to give.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    OSError,
+)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A backing service failed: 503, never a trace. The store's errors carry no secrets; a
+    database error's text may hold SQL, so only its type is logged."""
+    if isinstance(exc, StoreUnavailableError):
+        log.error("the store is unavailable on %s %s: %s", request.method, request.url.path, exc)
+    else:
+        log.error(
+            "the database is unavailable on %s %s (%s)",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
     return JSONResponse(
         error_body(
             ErrorCode.SERVICE_UNAVAILABLE.value,
@@ -132,7 +154,9 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, _auth_error)
-    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
+    unavailable: tuple[type[Exception], ...] = (StoreUnavailableError, *DATABASE_UNAVAILABLE)
+    for failure in unavailable:
+        app.add_exception_handler(failure, _unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -33,6 +33,8 @@ router = APIRouter(prefix="/validate", tags=["validation"])
 
 _ERRORS = error_responses(401, 422, 503, s401=(E.INVALID_CLIENT,))
 
+_NOT_JSON = "the body must be JSON (Content-Type: application/json)"
+
 Body = TypeVar("Body", bound=BaseModel)
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -49,10 +51,21 @@ class DirectRoute(APIRoute):
         return endpoint
 
 
+def _declared_json(request: Request) -> bool:
+    """``application/json`` or ``application/*+json``, parameters ignored (as FastAPI's own
+    routes): a body of another or no type is refused, as a browser may send one cross-site."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def _authenticated_body(request: Request, model: type[Body]) -> tuple[Container, Body]:
     """The client is authenticated before the body is looked at (401 before 422)."""
     container = container_of(request)
     await get_client_id(request, container)
+    if not _declared_json(request):
+        raise RequestValidationError([{"type": "content_type", "loc": ("body",), "msg": _NOT_JSON}])
     try:
         return container, model.model_validate_json(await request.body())
     except ValidationError as exc:
