@@ -10,39 +10,29 @@ from tests.conftest import Service
 
 
 @pytest.mark.parametrize(
-    ("body", "description"),
+    ("path", "body", "description"),
     [
-        (b"{bad", "body: the body is not valid JSON"),
-        (b"\xff\xfe", "body: the body is not valid JSON"),
-        (b"[]", "body: Input should be an object"),
-        (b'{"token": 5}', "token: Input should be a valid string"),
-        (b"{}", "token: Field required"),
-        (b'{"token": "x", "token_type": "refresh"}', "token_type: Input should be 'access'"),
+        ("/validate", b"{bad", "body: the body is not valid JSON"),
+        ("/validate", b"\xff\xfe", "body: the body is not valid JSON"),
+        ("/validate", b"[]", "body: Input should be an object"),
+        ("/validate", b'{"token": 5}', "token: Input should be a valid string"),
+        ("/validate", b"{}", "token: Field required"),
+        (
+            "/validate",
+            b'{"token": "x", "token_type": "refresh"}',
+            "token_type: Input should be 'access'",
+        ),
+        ("/validate/batch", b"{bad", "body: the body is not valid JSON"),
+        ("/validate/batch", b'{"tokens": "x"}', "tokens: Input should be a valid array"),
+        ("/validate/batch", b'{"tokens": [1]}', "tokens.0: Input should be a valid string"),
+        ("/validate/batch", b'{"token": "x"}', "tokens: Field required"),
     ],
 )
 async def test_bad_bodies_are_422_naming_the_field(
-    service: Service, body: bytes, description: str
+    service: Service, path: str, body: bytes, description: str
 ) -> None:
     headers = {**await client_headers(service), "content-type": "application/json"}
-    response = await service.client.post("/validate", content=body, headers=headers)
-    assert response.status_code == 422
-    assert response.json() == {"error": "invalid_request", "error_description": description}
-
-
-@pytest.mark.parametrize(
-    ("body", "description"),
-    [
-        (b"{bad", "body: the body is not valid JSON"),
-        (b'{"tokens": "x"}', "tokens: Input should be a valid array"),
-        (b'{"tokens": [1]}', "tokens.0: Input should be a valid string"),
-        (b'{"token": "x"}', "tokens: Field required"),
-    ],
-)
-async def test_bad_batch_bodies_are_422_naming_the_field(
-    service: Service, body: bytes, description: str
-) -> None:
-    headers = {**await client_headers(service), "content-type": "application/json"}
-    response = await service.client.post("/validate/batch", content=body, headers=headers)
+    response = await service.client.post(path, content=body, headers=headers)
     assert response.status_code == 422
     assert response.json() == {"error": "invalid_request", "error_description": description}
 
