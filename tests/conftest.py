@@ -36,6 +36,7 @@ from auth_service.container import Container, build_container
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.db.base import Base
 from auth_service.db.migrate import upgrade_to_head
+from auth_service.services.clients import create_client
 from auth_service.settings import Settings
 from auth_service.store import MemoryStore, RedisStore, Store
 
@@ -248,3 +249,26 @@ async def rot(
 
     async with started(make_container(key_generator=generate)) as running:
         yield running
+
+
+class Ticks:
+    """A hand-moved monotonic time source (for parts that take ``time_source``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def registered_client(
+    make_container: Callable[..., Container],
+) -> AsyncIterator[tuple[Container, str, str]]:
+    """A container (not started) with one service client: (container, client_id, secret)."""
+    container = make_container()
+    async with container.sessionmaker() as session, session.begin():
+        created = await create_client(session, container.hasher, container.clock, name="billing")
+    yield container, created.client.client_id, created.client_secret
+    await container.engine.dispose()
+    container.hasher.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
@@ -22,10 +22,10 @@ from auth_service.crypto.jwt import verify_parsed
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.errors import InvalidClientError
 from auth_service.services import validation
-from auth_service.services.clients import ClientAuthenticator, create_client, delete_client
+from auth_service.services.clients import ClientAuthenticator, delete_client
 from auth_service.store.base import StoreUnavailableError
 from tests.api.helpers import client_headers, register_and_login, validate
-from tests.conftest import Service
+from tests.conftest import Service, Ticks
 
 PATHS = ["/validate", "/validate/batch"]
 NOT_JSON = "body: the body is not valid JSON"
@@ -196,32 +196,12 @@ class GatedHasher(PasswordHasher):
         return await super().verify(hash, password)
 
 
-class Ticks:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def client_setup(
-    make_container: Callable[..., Container],
-) -> AsyncIterator[tuple[Container, str, str]]:
-    container = make_container()
-    async with container.sessionmaker() as session, session.begin():
-        created = await create_client(session, container.hasher, container.clock, name="billing")
-    yield container, created.client.client_id, created.client_secret
-    await container.engine.dispose()
-    container.hasher.close()
-
-
 async def test_a_late_background_check_cannot_readmit_a_client_refused_since(
-    client_setup: tuple[Container, str, str],
+    registered_client: tuple[Container, str, str],
 ) -> None:
     """A re-verification that read the client row before the deletion finishes after a
     foreground check already refused the deleted client: it must not re-arm a window."""
-    container, client_id, secret = client_setup
+    container, client_id, secret = registered_client
     hasher, ticks = GatedHasher(), Ticks()
     auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
     try:
@@ -254,9 +234,9 @@ class _Down:
 
 
 async def test_a_database_outage_during_refresh_lets_the_entry_lapse_on_time(
-    client_setup: tuple[Container, str, str],
+    registered_client: tuple[Container, str, str],
 ) -> None:
-    container, client_id, secret = client_setup
+    container, client_id, secret = registered_client
     hasher, ticks = GatedHasher(), Ticks()
     auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
     try:

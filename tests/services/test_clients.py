@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -11,7 +11,8 @@ import pytest
 from auth_service.container import Container
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.errors import InvalidClientError
-from auth_service.services.clients import ClientAuthenticator, create_client, delete_client
+from auth_service.services.clients import ClientAuthenticator, delete_client
+from tests.conftest import Ticks
 
 
 class CountingHasher(PasswordHasher):
@@ -25,18 +26,10 @@ class CountingHasher(PasswordHasher):
         return await super().verify(hash, password)
 
 
-@pytest.fixture
-async def setup(make_container: Callable[..., Container]) -> tuple[Container, str, str]:
-    container = make_container()
-    async with container.sessionmaker() as session, session.begin():
-        created = await create_client(session, container.hasher, container.clock, name="billing")
-    return container, created.client.client_id, created.client_secret
-
-
 async def test_a_wrong_secret_is_refused_while_the_right_one_is_cached(
-    setup: tuple[Container, str, str],
+    registered_client: tuple[Container, str, str],
 ) -> None:
-    container, client_id, secret = setup
+    container, client_id, secret = registered_client
     auth = ClientAuthenticator(container.sessionmaker, container.hasher, cache_seconds=30)
     assert await auth.authenticate(client_id, secret) == client_id
     for wrong in (secret[:-1] + ("A" if secret[-1] != "A" else "B"), "", secret + "x"):
@@ -44,43 +37,30 @@ async def test_a_wrong_secret_is_refused_while_the_right_one_is_cached(
             await auth.authenticate(client_id, wrong)
     with pytest.raises(InvalidClientError):
         await auth.authenticate("svc_unknown", secret)
-    await container.engine.dispose()
 
 
 async def test_concurrent_requests_verify_the_secret_once(
-    setup: tuple[Container, str, str],
+    registered_client: tuple[Container, str, str],
 ) -> None:
-    container, client_id, secret = setup
+    container, client_id, secret = registered_client
     hasher = CountingHasher()
     auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30)
     results = await asyncio.gather(*(auth.authenticate(client_id, secret) for _ in range(10)))
     assert results == [client_id] * 10
     assert hasher.verifications == 1
     hasher.close()
-    await container.engine.dispose()
 
 
 async def test_a_deleted_client_is_refused_once_its_cache_lapses(
-    setup: tuple[Container, str, str],
+    registered_client: tuple[Container, str, str],
 ) -> None:
-    container, client_id, secret = setup
+    container, client_id, secret = registered_client
     auth = ClientAuthenticator(container.sessionmaker, container.hasher, cache_seconds=0)
     assert await auth.authenticate(client_id, secret) == client_id
     async with container.sessionmaker() as session, session.begin():
         await delete_client(session, container.clock, client_id)
     with pytest.raises(InvalidClientError):
         await auth.authenticate(client_id, secret)
-    await container.engine.dispose()
-
-
-class Ticks:
-    """A hand-moved monotonic time source."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -103,8 +83,8 @@ class Remembered:
 
 
 @pytest.fixture
-async def remembered(setup: tuple[Container, str, str]) -> AsyncIterator[Remembered]:
-    container, client_id, secret = setup
+async def remembered(registered_client: tuple[Container, str, str]) -> AsyncIterator[Remembered]:
+    container, client_id, secret = registered_client
     hasher, ticks = CountingHasher(), Ticks()
     auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
     state = Remembered(container, auth, hasher, ticks, client_id, secret)
@@ -112,7 +92,6 @@ async def remembered(setup: tuple[Container, str, str]) -> AsyncIterator[Remembe
     yield state
     await auth.close()
     hasher.close()
-    await container.engine.dispose()
 
 
 async def test_the_last_fifth_of_the_window_re_verifies_in_the_background(
