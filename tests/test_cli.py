@@ -96,6 +96,19 @@ async def test_keys_rotate_and_revoke_act_like_the_admin_api(
     assert "no signing key has that kid" in capsys.readouterr().err
 
 
+async def test_a_kid_that_begins_with_a_dash_is_a_kid_not_an_option(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thumbprints are base64url: one in 64 begins with "-" (argparse took it for an option)."""
+    import asyncio
+
+    monkeypatch.setenv("AUTH_DATABASE_URL", service.container.settings.database_url)
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", TEST_SECRET)
+    for argv in (["keys", "revoke", "-JVO5Xaitq3BCpJ4"], ["keys", "revoke", "--", "-JVO5X"]):
+        assert await asyncio.to_thread(main, argv) == 2
+        assert "no signing key has that kid" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

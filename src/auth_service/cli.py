@@ -257,8 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _kid_as_operand(argv: list[str]) -> list[str]:
+    """A kid is a base64url thumbprint and may begin with "-", which argparse would read as an
+    option: ``keys revoke -AbC…`` is parsed as ``keys revoke -- -AbC…``."""
+    if argv[:2] == ["keys", "revoke"] and len(argv) == 3 and argv[2] not in ("-h", "--help"):
+        return [*argv[:2], "--", argv[2]]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_kid_as_operand(raw))
     configure_logging("INFO")
     if args.command == "gen-secret":
         print(generate_secret())
