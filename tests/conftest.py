@@ -170,6 +170,11 @@ def make_settings(database_url: str, redis_prefix: str) -> Callable[..., Setting
             "scheduler_enabled": False,
             "password_hash_memory_kib": 8,  # cheap argon2id: tests, not production
             "password_hash_time_cost": 1,
+            # Every client of the suite shares one IP: per-IP limits are lifted unless a test
+            # sets them (each attack test of a limit sets its own).
+            "login_ip_limit": 10_000,
+            "register_ip_limit": 10_000,
+            "client_auth_failure_limit": 10_000,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

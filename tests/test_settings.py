@@ -22,6 +22,7 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
 GOOD_PRODUCTION: dict[str, Any] = {
     "environment": "production",
     "database_url": "postgresql+asyncpg://auth@db/auth",
+    "redis_url": "rediss://auth@redis.internal:6380/0",
     "issuer": "https://auth.example.com",
     "key_encryption_secret": STRONG,
     "cors_origins": "https://app.example.com",
@@ -86,6 +87,24 @@ def test_good_production_settings_pass() -> None:
     settings = _settings(**GOOD_PRODUCTION)
     assert production_problems(settings) == []
     ensure_production_ready(settings)
+    without_login = _settings(**{**GOOD_PRODUCTION, "smtp_username": None})
+    assert production_problems(without_login) == []  # STARTTLS without a login is fine
+
+
+def test_each_new_refusal_names_its_setting_and_why() -> None:
+    problems = production_problems(
+        _settings(**{**GOOD_PRODUCTION, "mail_backend": "file", "redis_url": None})
+    )
+    assert problems == [
+        "AUTH_REDIS_URL is not set: the in-process store would give each instance its own "
+        "revocations, rate limits and locks (set a shared Redis)",
+        "AUTH_MAIL_BACKEND is file: reset links would be kept on disk in the clear",
+    ]
+    (smtp,) = production_problems(_settings(**{**GOOD_PRODUCTION, "smtp_starttls": False}))
+    assert smtp == (
+        "AUTH_MAIL_BACKEND is smtp without AUTH_SMTP_STARTTLS: reset links (and any SMTP "
+        "login) would cross the network in the clear"
+    )
 
 
 @pytest.mark.parametrize(
@@ -104,7 +123,14 @@ def test_good_production_settings_pass() -> None:
         ({"password_hash_memory_kib": 8192}, "below OWASP's argon2id minimum"),
         ({"password_hash_time_cost": 1}, "below OWASP's argon2id minimum"),
         ({"mail_backend": "log"}, "reset links would be written to the logs"),
-        ({"smtp_starttls": False}, "without AUTH_SMTP_STARTTLS"),
+        ({"mail_backend": "file"}, "AUTH_MAIL_BACKEND is file: reset links would be kept on disk"),
+        ({"redis_url": None}, "AUTH_REDIS_URL is not set"),
+        ({"redis_url": "  "}, "AUTH_REDIS_URL is not set"),
+        ({"smtp_starttls": False}, "AUTH_MAIL_BACKEND is smtp without AUTH_SMTP_STARTTLS"),
+        (
+            {"smtp_starttls": False, "smtp_username": None},
+            "AUTH_MAIL_BACKEND is smtp without AUTH_SMTP_STARTTLS",
+        ),
         ({"password_reset_url": "http://app.example.com/r"}, "AUTH_PASSWORD_RESET_URL is not"),
     ],
 )

@@ -1,4 +1,5 @@
-"""The ``auth-service`` command: serve, migrate, gen-secret, keys list/rotate/revoke.
+"""The ``auth-service`` command: serve, migrate, gen-secret, keys list/rotate/revoke,
+create-admin, clients create, users disable/enable.
 
 Every failure an operator can fix prints one line, ``auth-service: error: ...``, and exits 2.
 """
@@ -191,32 +192,55 @@ async def _change_keys(settings: Settings, kid: str | None = None) -> str:
 
 
 async def _with_database(settings: Settings, action: str, **options: str) -> str:
-    """Run one account/client command in its own transaction; returns what to print."""
-    from auth_service.clock import SystemClock
-    from auth_service.crypto.passwords import PasswordHasher
-    from auth_service.db.session import create_engine, create_sessionmaker
-    from auth_service.services.accounts import register_user
+    """Run one account/client command through the same use cases as the HTTP API (so the
+    same normalisation, policy, revocation entries and events); returns what to print."""
+    from auth_service.container import build_container
+    from auth_service.services import accounts
     from auth_service.services.clients import create_client
 
-    engine = create_engine(settings)
-    hasher = PasswordHasher.from_settings(settings)
+    container = build_container(ensure_dev_secret(settings))
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            if action == "create-admin":
-                user = await register_user(
-                    session,
-                    hasher,
-                    SystemClock(),
-                    email=options["email"],
-                    password=options["password"],
-                    roles=["admin"],
-                )
-                return f"created admin {user.email} ({user.id})"
-            created = await create_client(session, hasher, SystemClock(), name=options["name"])
-            return f"client_id={created.client.client_id}\nclient_secret={created.client_secret}"
+        ctx = container.sessions
+        if action == "create-admin":
+            user = await accounts.register(
+                ctx,
+                email=options["email"],
+                password=options["password"],
+                ip=None,
+                roles=["admin"],
+                limited=False,
+            )
+            return f"created admin {user.email} ({user.id})"
+        if action in ("disable", "enable"):
+            found = await accounts.get_user_by_email(ctx, options["email"])
+            if found is None:
+                raise ConfigurationError("no user has this email")
+            await accounts.set_disabled(ctx, found.id, action == "disable")
+            return f"{action}d {found.email} ({found.id})" + _store_note(settings, action)
+        async with container.sessionmaker.begin() as session:
+            created = await create_client(
+                session, container.hasher, container.clock, name=options["name"]
+            )
+        return f"client_id={created.client.client_id}\nclient_secret={created.client_secret}"
     finally:
-        hasher.close()
-        await engine.dispose()
+        await container.store.close()
+        await container.engine.dispose()
+        container.hasher.close()
+
+
+def _store_note(settings: Settings, action: str) -> str:
+    if settings.redis_url is not None:
+        return ""
+    return (
+        "\nnote: without AUTH_REDIS_URL a running `serve` process keeps its own in-process "
+        f"store: it sees this {action} when it restarts (it rebuilds revocations from the "
+        "database at start)"
+    )
+
+
+def _users(args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_with_database(settings, args.users_command, email=args.email)))
+    return 0
 
 
 def _create_admin(args: argparse.Namespace, settings: Settings) -> int:
@@ -254,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands = clients.add_subparsers(dest="clients_command", required=True)
     create = client_commands.add_parser("create", help="create a client; prints id and secret")
     create.add_argument("name")
+    users = commands.add_parser("users", help="user accounts")
+    user_commands = users.add_subparsers(dest="users_command", required=True)
+    for verb, text in (
+        ("disable", "disable a user: every live token and session stops working at once"),
+        ("enable", "enable a disabled user (old tokens stay revoked)"),
+    ):
+        user_commands.add_parser(verb, help=text).add_argument("email")
     return parser
 
 
@@ -283,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create_admin(args, settings)
         if args.command == "clients":
             return _create_client(args, settings)
+        if args.command == "users":
+            return _users(args, settings)
         if args.keys_command == "list":
             return _keys_list(settings)
         print(asyncio.run(_change_keys(settings, getattr(args, "kid", None))))

@@ -20,7 +20,11 @@ from auth_service.clock import Clock, SystemClock
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
-from auth_service.db.session import create_engine, create_sessionmaker
+from auth_service.db.session import (
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+)
 from auth_service.errors import ConfigurationError
 from auth_service.scheduler import KeyScheduler
 from auth_service.services.clients import ClientAuthenticator
@@ -34,6 +38,13 @@ from auth_service.services.keys import (
     signing_envelope,
 )
 from auth_service.services.mail import Mailer, create_mailer
+from auth_service.services.password_policy import PasswordPolicy
+from auth_service.services.revocation import INDEX_MARKER_KEY, RevocationPolicy
+from auth_service.services.revocation_index import (
+    RevocationIndex,
+    check_eviction_policy,
+    prepare_index,
+)
 from auth_service.services.rotation import RotationPolicy
 from auth_service.services.sessions import SessionContext
 from auth_service.services.totp import TotpContext
@@ -52,6 +63,7 @@ class Container:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
     store: Store
     clock: Clock
     keyring: KeyRing
@@ -63,6 +75,7 @@ class Container:
     policy: RotationPolicy
     totp: TotpContext
     mailer: Mailer
+    revocations: RevocationIndex
     scheduler: KeyScheduler | None = None
     owns_store: bool = True
     mirror: MirroredStore | None = None
@@ -83,6 +96,7 @@ def build_container(
     ensure_production_ready(settings)
     engine = create_engine(settings)
     sessionmaker = create_sessionmaker(engine)
+    reader = create_read_sessionmaker(engine)
     clock = clock or SystemClock()
     owns_store = store is None
     if store is None:
@@ -105,33 +119,55 @@ def build_container(
     )
     keyring = KeyRing()
     hasher = PasswordHasher.from_settings(settings)
+    password_policy = PasswordPolicy.from_settings(settings)
     policy = RotationPolicy.from_settings(settings)
+    revocations = RevocationIndex(
+        sessionmaker,
+        store,
+        clock,
+        RevocationPolicy(settings.access_token_ttl, settings.clock_leeway),
+    )
 
     return Container(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
+        reader=reader,
         store=store,
         clock=clock,
         keyring=keyring,
         keys=keys,
         hasher=hasher,
         validator=TokenValidator(
-            keyring, store, settings, clock, reload_keys=partial(reload_keyring, keys, keyring)
+            keyring,
+            store,
+            settings,
+            clock,
+            reload_keys=partial(reload_keyring, keys, keyring),
+            ensure_index=revocations.ensure,
         ),
         clients=ClientAuthenticator(
-            sessionmaker, hasher, cache_seconds=settings.client_auth_cache_seconds
+            reader,  # it only reads the client row (on SQLite: no write lock)
+            hasher,
+            store=store,
+            failure_limit=settings.client_auth_failure_limit,
+            cache_seconds=settings.client_auth_cache_seconds,
+            familiar_ttl=timedelta(days=settings.known_client_days),
         ),
         sessions=SessionContext(
             sessionmaker=sessionmaker,
+            reader=reader,
+            hasher=hasher,
+            password_policy=password_policy,
             store=store,
             keyring=keyring,
             settings=settings,
             clock=clock,
         ),
         policy=policy,
-        totp=TotpContext.from_settings(settings, store, clock, hasher),
+        totp=TotpContext.from_settings(settings, store, clock),
         mailer=create_mailer(settings, clock),
+        revocations=revocations,
         scheduler=(
             KeyScheduler(keys, policy, every=timedelta(seconds=settings.key_check_interval_seconds))
             if settings.scheduler_enabled
@@ -158,6 +194,11 @@ async def check_schema(engine: AsyncEngine) -> None:
 
 async def start(container: Container) -> None:
     await check_schema(container.engine)
+    await check_eviction_policy(
+        container.store,
+        environment=container.settings.environment,
+        assume_noeviction=getattr(container.settings, "redis_assume_noeviction", False),
+    )
     try:
         await ensure_signing_keys(container.keys)
     except StoreUnavailableError as exc:
@@ -165,10 +206,13 @@ async def start(container: Container) -> None:
     # Load once before serving, so that a wrong secret fails start-up with one clear line.
     # Background followers start only once every check has passed.
     container.keyring.replace(await load_snapshot(container.keys))
+    # Never serve from a store that lost revocations: rebuild it from the database first.
+    await prepare_index(container.revocations.ensure)
     if container.mirror is not None:
-        container.tasks.append(
-            asyncio.create_task(container.mirror.follow(), name="revocation-mirror")
+        follow = container.mirror.follow(
+            before_resync=container.revocations.ensure, marker_key=INDEX_MARKER_KEY
         )
+        container.tasks.append(asyncio.create_task(follow, name="revocation-mirror"))
     ready = asyncio.Event()
     container.tasks.append(
         asyncio.create_task(

@@ -14,7 +14,8 @@
     │   └── RegistrationClosedError, AccountDisabledError
     ├── ConflictError              409
     │   └── EmailTakenError, RotationInProgressError
-    ├── ServiceUnavailableError    503 service_unavailable
+    ├── ServiceUnavailableError    503 service_unavailable (+ Retry-After)
+    │   └── ServerBusyError        503 server_busy: the hashing queue is full
     └── ServerError                500 server_error
     ConfigurationError             not an HTTP error: the service must not start
 
@@ -48,6 +49,7 @@ class ErrorCode(StrEnum):
     MFA_ALREADY_ENABLED = "mfa_already_enabled"
     INVALID_RESET_TOKEN = "invalid_reset_token"  # noqa: S105  (an error code)
     SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVER_BUSY = "server_busy"
     SERVER_ERROR = "server_error"
 
 
@@ -205,6 +207,17 @@ class ServiceUnavailableError(AuthError):
     code = ErrorCode.SERVICE_UNAVAILABLE
     status_code = 503
     description = "A dependency of the service is unavailable; retry shortly."
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class ServerBusyError(ServiceUnavailableError):
+    """Too much password hashing is queued: refused at once rather than queued without end."""
+
+    code = ErrorCode.SERVER_BUSY
+    description = "The server is busy; retry in a moment."
 
 
 class ServerError(AuthError):

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     login_failure_limit: int = Field(5, ge=1)
     login_account_failure_limit: int = Field(50, ge=1)
+    login_ip_limit: int = Field(100, ge=1)  # attempts per client IP (or IPv6 /64), all accounts
+    register_ip_limit: int = Field(10, ge=1)  # registrations per client IP per hour
+    client_auth_failure_limit: int = Field(20, ge=1)  # per client id and per IP per minute
+    known_client_days: int = Field(30, ge=0, le=365)  # a past login lets (account, IP) pass
     registration_open: bool = True
     cors_origins: CommaList = Field(default_factory=list)
     trusted_proxies: CommaList = Field(default_factory=list)
@@ -71,10 +75,18 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = Field(10, gt=0, le=120)
 
+    # Beyond API.md: the password policy (zxcvbn score 0-4 the password must reach).
+    password_min_score: int = Field(3, ge=0, le=4)
+
+    # Beyond API.md: admins must have used a second factor (unset: on in production).
+    admin_require_mfa: bool | None = None
+
     # Beyond API.md: password hashing (argon2id; OWASP minimum m=19 MiB, t=2 in production).
     password_hash_memory_kib: int = Field(19_456, ge=8)
     password_hash_time_cost: int = Field(2, ge=1)
     password_hash_parallelism: int = Field(1, ge=1, le=16)
+    # Hashes waiting for a core beyond which a request is refused at once (503 server_busy).
+    password_hash_queue_limit: int = Field(32, ge=1)
 
     # Beyond API.md: signing keys, JWKS and the key cache.
     signing_key_bits: Literal[2048, 3072, 4096] = 2048
@@ -167,6 +179,12 @@ class Settings(BaseSettings):
         return None if path in ("", ":memory:") else Path(path)
 
     @property
+    def admin_mfa_required(self) -> bool:
+        if self.admin_require_mfa is None:
+            return self.environment == "production"
+        return self.admin_require_mfa
+
+    @property
     def access_token_ttl(self) -> timedelta:
         return timedelta(seconds=self.access_token_ttl_seconds)
 
@@ -238,6 +256,11 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("AUTH_TRUSTED_PROXIES contains '*': any client could forge its address")
     if settings.is_sqlite:
         problems.append("AUTH_DATABASE_URL is SQLite: production needs PostgreSQL")
+    if settings.redis_url is None:
+        problems.append(
+            "AUTH_REDIS_URL is not set: the in-process store would give each instance its own "
+            "revocations, rate limits and locks (set a shared Redis)"
+        )
     if urlsplit(settings.issuer).scheme != "https":
         problems.append("AUTH_ISSUER is not an https URL")
     if settings.password_hash_memory_kib < OWASP_MEMORY_KIB or settings.password_hash_time_cost < 2:
@@ -245,13 +268,24 @@ def production_problems(settings: Settings) -> list[str]:
             "AUTH_PASSWORD_HASH_MEMORY_KIB/TIME_COST are below OWASP's argon2id minimum "
             f"(m >= {OWASP_MEMORY_KIB} KiB, t >= 2)"
         )
-    if settings.mail_backend == "log":
-        problems.append("AUTH_MAIL_BACKEND is log: reset links would be written to the logs")
-    if settings.mail_backend == "smtp" and settings.smtp_username and not settings.smtp_starttls:
-        problems.append("AUTH_SMTP_USERNAME is set without AUTH_SMTP_STARTTLS: a cleartext login")
+    problems += _mail_problems(settings)
     if urlsplit(settings.password_reset_url).scheme != "https":
         problems.append("AUTH_PASSWORD_RESET_URL is not an https URL")
     return problems
+
+
+def _mail_problems(settings: Settings) -> list[str]:
+    """Reset links are bearer secrets: never logged, never at rest, never sent in the clear."""
+    if settings.mail_backend == "log":
+        return ["AUTH_MAIL_BACKEND is log: reset links would be written to the logs"]
+    if settings.mail_backend == "file":
+        return ["AUTH_MAIL_BACKEND is file: reset links would be kept on disk in the clear"]
+    if not settings.smtp_starttls:
+        return [
+            "AUTH_MAIL_BACKEND is smtp without AUTH_SMTP_STARTTLS: reset links (and any SMTP "
+            "login) would cross the network in the clear"
+        ]
+    return []
 
 
 def ensure_production_ready(settings: Settings) -> None:

@@ -56,7 +56,9 @@ async def enable_totp(
     """Register, log in, set up and confirm TOTP; the clock then moves to the next step (the
     confirming code's step is used up)."""
     user = await register_and_login(service, email)
-    setup = await service.client.post("/auth/mfa/totp/setup", headers=user.bearer)
+    setup = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=user.bearer
+    )
     assert setup.status_code == 200, setup.text
     secret = str(setup.json()["secret"])
     confirmed = await service.client.post(

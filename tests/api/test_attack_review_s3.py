@@ -188,12 +188,12 @@ class GatedHasher(PasswordHasher):
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
 
-    async def verify(self, hash: str, password: str) -> bool:
+    async def verify(self, hash: str, password: str, *, urgent: bool = False) -> bool:
         gate, self.gate = self.gate, None
         if gate is not None:
             self.entered.set()
             await gate.wait()
-        return await super().verify(hash, password)
+        return await super().verify(hash, password, urgent=urgent)
 
 
 async def test_a_late_background_check_cannot_readmit_a_client_refused_since(
@@ -203,23 +203,30 @@ async def test_a_late_background_check_cannot_readmit_a_client_refused_since(
     foreground check already refused the deleted client: it must not re-arm a window."""
     container, client_id, secret = registered_client
     hasher, ticks = GatedHasher(), Ticks()
-    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
+    auth = ClientAuthenticator(
+        container.reader,
+        hasher,
+        store=container.store,
+        failure_limit=20,
+        cache_seconds=30,
+        time_source=ticks,
+    )
     try:
-        assert await auth.authenticate(client_id, secret) == client_id
+        assert await auth.authenticate(client_id, secret, None) == client_id
         release = asyncio.Event()
         hasher.gate = release
         ticks.now += 26  # the last fifth: answered at once, one background re-verification
-        assert await auth.authenticate(client_id, secret) == client_id
+        assert await auth.authenticate(client_id, secret, None) == client_id
         await asyncio.wait_for(hasher.entered.wait(), 5)  # it has read the (live) row
         async with container.sessionmaker() as session, session.begin():
             await delete_client(session, container.clock, client_id)
         ticks.now += 5  # the window is over: the next request checks the database itself
         with pytest.raises(InvalidClientError):
-            await auth.authenticate(client_id, secret)
+            await auth.authenticate(client_id, secret, None)
         release.set()
         await asyncio.wait(auth.refreshes, timeout=5)
         with pytest.raises(InvalidClientError):  # (was: accepted again for 30 s)
-            await auth.authenticate(client_id, secret)
+            await auth.authenticate(client_id, secret, None)
     finally:
         await auth.close()
         hasher.close()
@@ -238,22 +245,29 @@ async def test_a_database_outage_during_refresh_lets_the_entry_lapse_on_time(
 ) -> None:
     container, client_id, secret = registered_client
     hasher, ticks = GatedHasher(), Ticks()
-    auth = ClientAuthenticator(container.sessionmaker, hasher, cache_seconds=30, time_source=ticks)
+    auth = ClientAuthenticator(
+        container.reader,
+        hasher,
+        store=container.store,
+        failure_limit=20,
+        cache_seconds=30,
+        time_source=ticks,
+    )
     try:
-        assert await auth.authenticate(client_id, secret) == client_id
+        assert await auth.authenticate(client_id, secret, None) == client_id
         auth._sessionmaker = _Down  # type: ignore[assignment]
         ticks.now += 27
-        assert await auth.authenticate(client_id, secret) == client_id
+        assert await auth.authenticate(client_id, secret, None) == client_id
         await asyncio.wait(auth.refreshes, timeout=5)
         assert auth.refreshes == set()
         ticks.now += 2.9  # still inside the original window, not beyond it
-        assert await auth.authenticate(client_id, secret) == client_id
+        assert await auth.authenticate(client_id, secret, None) == client_id
         await asyncio.wait(auth.refreshes, timeout=5)
         ticks.now += 0.2
         with pytest.raises(OperationalError):  # fails closed, never accepted past the window
-            await auth.authenticate(client_id, secret)
+            await auth.authenticate(client_id, secret, None)
         with pytest.raises(OperationalError):  # nor a wrong secret
-            await auth.authenticate(client_id, secret + "x")
+            await auth.authenticate(client_id, secret + "x", None)
     finally:
         await auth.close()
         hasher.close()

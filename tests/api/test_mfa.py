@@ -31,7 +31,9 @@ async def test_setup_confirm_login_and_second_step(service: Service, clock: Froz
     user = await register_and_login(service)
     assert await mfa_enabled(service, user.pair["access_token"]) is False
 
-    setup = await service.client.post("/auth/mfa/totp/setup", headers=user.bearer)
+    setup = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=user.bearer
+    )
     assert setup.status_code == 200, setup.text
     secret, uri = setup.json()["secret"], setup.json()["otpauth_uri"]
     assert len(base64.b32decode(secret)) * 8 >= 160
@@ -87,7 +89,9 @@ async def test_setup_again_while_enabled_is_refused_and_keeps_the_secret(
     service: Service, clock: FrozenClock
 ) -> None:
     mfa = await enable_totp(service, clock)
-    again = await service.client.post("/auth/mfa/totp/setup", headers=mfa.user.bearer)
+    again = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=mfa.user.bearer
+    )
     assert_error(again, 409, "mfa_already_enabled")
     token = await password_step(service, mfa.email)
     assert (await second_step(service, token, code_at(mfa.secret, clock))).status_code == 200
@@ -97,7 +101,9 @@ async def test_confirm_with_a_wrong_code_leaves_mfa_off(
     service: Service, clock: FrozenClock
 ) -> None:
     user = await register_and_login(service)
-    setup = await service.client.post("/auth/mfa/totp/setup", headers=user.bearer)
+    setup = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=user.bearer
+    )
     secret = setup.json()["secret"]
     valid = {code_at(secret, clock, offset) for offset in (-30, 0, 30)}
     wrong = next(code for code in ("000000", "111111", "222222") if code not in valid)
@@ -114,11 +120,15 @@ async def test_setup_without_confirm_does_not_turn_mfa_on(
     service: Service, clock: FrozenClock
 ) -> None:
     user = await register_and_login(service)
-    first = await service.client.post("/auth/mfa/totp/setup", headers=user.bearer)
+    first = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=user.bearer
+    )
     assert first.status_code == 200
     assert (await login_tokens(service, user.email)).keys() == TOKEN_PAIR_KEYS
     # Setting up again replaces the secret: a code of the first one no longer confirms.
-    second = await service.client.post("/auth/mfa/totp/setup", headers=user.bearer)
+    second = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=user.bearer
+    )
     assert second.json()["secret"] != first.json()["secret"]
     stale = code_at(first.json()["secret"], clock)
     assert stale != code_at(second.json()["secret"], clock)
@@ -234,7 +244,9 @@ async def test_disable_and_enable_again_kills_the_old_recovery_codes(
     )
     assert disabled.status_code == 204, disabled.text
     clock.advance(30)
-    setup = await service.client.post("/auth/mfa/totp/setup", headers=mfa.user.bearer)
+    setup = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=mfa.user.bearer
+    )
     secret = setup.json()["secret"]
     confirmed = await service.client.post(
         "/auth/mfa/totp/confirm", json={"code": code_at(secret, clock)}, headers=mfa.user.bearer

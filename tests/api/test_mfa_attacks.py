@@ -313,7 +313,9 @@ async def test_the_database_holds_no_totp_secret_and_no_recovery_code_in_the_cle
     service: Service, clock: FrozenClock
 ) -> None:
     user = await register_and_login(service)
-    setup = await service.client.post("/auth/mfa/totp/setup", headers=user.bearer)
+    setup = await service.client.post(
+        "/auth/mfa/totp/setup", json={"password": PASSWORD}, headers=user.bearer
+    )
     secret: str = setup.json()["secret"]
     container = service.container
     secret_forms = [secret.encode(), secret.lower().encode(), base64.b32decode(secret)]

@@ -52,6 +52,9 @@ def base_environment(
         AUTH_JWKS_MAX_AGE_SECONDS="0",
         AUTH_KEY_CACHE_REFRESH_SECONDS="1",
         AUTH_LOGIN_FAILURE_LIMIT="1000",
+        AUTH_LOGIN_IP_LIMIT="100000",
+        AUTH_REGISTER_IP_LIMIT="100000",
+        AUTH_CLIENT_AUTH_FAILURE_LIMIT="100000",
         AUTH_SCHEDULER_ENABLED="false",
     )
     return env

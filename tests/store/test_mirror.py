@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -53,10 +54,13 @@ async def second_store(store: Store, redis_prefix: str) -> AsyncIterator[Store]:
 
 
 @contextlib.asynccontextmanager
-async def following(mirror: MirroredStore) -> AsyncIterator[MirroredStore]:
-    task = asyncio.create_task(mirror.follow())
+async def following(
+    mirror: MirroredStore, *, wait: bool = True, **options: Any
+) -> AsyncIterator[MirroredStore]:
+    task = asyncio.create_task(mirror.follow(**options))
     try:
-        assert await _until(lambda: mirror.current, 2.0)
+        if wait:
+            assert await _until(lambda: mirror.current, 2.0)
         yield mirror
     finally:
         task.cancel()
@@ -128,3 +132,66 @@ async def test_a_lost_subscription_falls_back_to_the_store() -> None:
         assert await _until(lambda: not mirror.current)
         with pytest.raises(Exception, match="closed"):
             await mirror.get_many(["revoked:jti:a"])  # asks the store, never the stale mirror
+
+
+# -- the store is an index that can come back empty (DESIGN.md "Revocation is durable") ---
+
+MARKER = "revoked:epoch"
+
+
+class Completer:
+    """A ``before_resync`` callback: fails while ``failing``, else writes the index."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls = 0
+        self.failing = False
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if self.failing:
+            raise RuntimeError("database down")
+        if (await self.store.get_many([MARKER]))[0] is None:
+            await self.store.put("revoked:sid:from-db", "1", HOUR)
+            await self.store.put(MARKER, "e1", HOUR)
+
+
+async def test_the_index_is_completed_before_the_scan_or_the_mirror_stays_stale(
+    store: Store,
+) -> None:
+    complete = Completer(store)
+    complete.failing = True
+    mirror = MirroredStore(store)
+    async with following(mirror, wait=False, before_resync=complete, marker_key=MARKER):
+        assert await _until(lambda: complete.calls >= 1)
+        await asyncio.sleep(0.1)
+        assert not mirror.current  # an empty store is not served from memory
+        complete.failing = False
+        assert await _until(lambda: mirror.current, 3.0)
+        assert mirror._lookup(["revoked:sid:from-db", MARKER]) == ["1", "e1"]
+
+
+async def test_a_scan_without_the_marker_never_makes_the_mirror_current(store: Store) -> None:
+    mirror = MirroredStore(store)
+    async with following(mirror, wait=False, marker_key=MARKER):
+        await asyncio.sleep(0.5)  # several resubscriptions, each scanning an empty index
+        assert not mirror.current
+        await store.put(MARKER, "e1", HOUR)
+        assert await _until(lambda: mirror.current, 3.0)
+
+
+async def test_a_flush_under_a_current_mirror_resyncs_through_the_callback(
+    store: Store,
+) -> None:
+    """A flush sends no event: the watch sees the marker gone, and the mirror rebuilds."""
+    complete = Completer(store)
+    mirror = MirroredStore(store)
+    options: dict[str, Any] = {"before_resync": complete, "marker_key": MARKER}
+    async with following(mirror, watch_seconds=0.1, **options):
+        assert complete.calls == 1
+        await store.delete(MARKER)  # behind the mirror's back, as FLUSHDB
+        await store.delete("revoked:sid:from-db")
+        assert await _until(lambda: not mirror.current, 1.0)
+        assert await _until(lambda: mirror.current, 3.0)
+        assert complete.calls == 2
+        assert await store.get_many(["revoked:sid:from-db", MARKER]) == ["1", "e1"]

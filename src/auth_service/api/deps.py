@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import unquote_plus
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.clock import Clock
 from auth_service.container import Container
@@ -46,22 +44,10 @@ async def get_keyring(container: ContainerDep) -> KeyRing:
     return container.keyring
 
 
-async def get_session(container: ContainerDep) -> AsyncIterator[AsyncSession]:
-    """One session per request: committed when the route returns, rolled back on error."""
-    async with container.sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 StoreDep = Annotated[Store, Depends(get_store)]
 KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_client_ip(request: Request, settings: SettingsDep) -> str | None:
@@ -111,7 +97,8 @@ async def get_client_id(request: Request, container: ContainerDep) -> str:
     client_id, separator, secret = decoded.partition(":")
     if not separator:
         raise InvalidClientError()
-    return await container.clients.authenticate(unquote_plus(client_id), unquote_plus(secret))
+    ip = await get_client_ip(request, container.settings)  # failures are limited per IP too
+    return await container.clients.authenticate(unquote_plus(client_id), unquote_plus(secret), ip)
 
 
 ClientIdDep = Annotated[str, Depends(get_client_id)]

@@ -7,6 +7,8 @@ Formats:
 
 argon2 work is CPU-bound (tens of milliseconds at production cost), so every hash and
 verification runs in a thread pool: the event loop keeps serving other requests meanwhile.
+Admission to the pool goes through a ``HashQueue`` (one running hash per core, bounded
+queues, urgent work first; a full queue is 503 ``server_busy`` at once).
 No argon2 exception leaves this module: a wrong password or a damaged hash is ``False``.
 """
 
@@ -21,10 +23,13 @@ import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from auth_service.crypto.hash_queue import HashQueue
 
 if TYPE_CHECKING:
     from auth_service.settings import Settings
@@ -45,6 +50,7 @@ class PasswordHasher:
         memory_kib: int,
         time_cost: int,
         parallelism: int,
+        queue_limit: int = 32,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.memory_kib = memory_kib
@@ -57,11 +63,13 @@ class PasswordHasher:
             type=argon2.Type.ID,
         )
         self._owns_executor = executor is None
+        workers = usable_cores()
         self._executor = executor or ThreadPoolExecutor(
-            max_workers=usable_cores(),
+            max_workers=workers,
             thread_name_prefix="argon2",
             initializer=_lower_thread_priority,
         )
+        self.queue = HashQueue(slots=workers, limit=queue_limit)
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
 
@@ -73,6 +81,7 @@ class PasswordHasher:
             memory_kib=settings.password_hash_memory_kib,
             time_cost=settings.password_hash_time_cost,
             parallelism=settings.password_hash_parallelism,
+            queue_limit=settings.password_hash_queue_limit,
             executor=executor,
         )
 
@@ -80,9 +89,12 @@ class PasswordHasher:
         """A new argon2id hash of ``password`` with a fresh random salt."""
         return await self._run(self._argon2.hash, password)
 
-    async def verify(self, hash: str, password: str) -> bool:
-        """Whether ``password`` matches ``hash``; a malformed hash is simply ``False``."""
-        return await self._run(self._verify_sync, hash, password)
+    async def verify(self, hash: str, password: str, *, urgent: bool = False) -> bool:
+        """Whether ``password`` matches ``hash``; a malformed hash is simply ``False``.
+
+        ``urgent`` work (a known service client, an account's known device) is served before
+        other queued work and has a queue of its own, so a flood cannot starve it."""
+        return await self._run(self._verify_sync, hash, password, urgent=urgent)
 
     def needs_rehash(self, hash: str) -> bool:
         """Whether ``hash`` was made with other parameters than this hasher's (or is unreadable)."""
@@ -91,13 +103,13 @@ class PasswordHasher:
         except (InvalidHashError, VerificationError, ValueError):
             return True
 
-    async def verify_dummy(self, password: str) -> None:
+    async def verify_dummy(self, password: str, *, urgent: bool = False) -> None:
         """Spend the time of one verification, for a login whose user does not exist.
 
         The dummy hash has this hasher's parameters and is made once, on first use; making it
         costs one argon2 computation with the same parameters, like a verification does.
         """
-        await self._run(self._verify_dummy_sync, password)
+        await self._run(self._verify_dummy_sync, password, urgent=urgent)
 
     def close(self) -> None:
         """Shut down the pool this hasher created (waiting for running work to finish)."""
@@ -105,9 +117,18 @@ class PasswordHasher:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
     # Work done in the pool --------------------------------------------------------------
-    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
+    async def _run(self, function: Callable[..., _T], *args: object, urgent: bool = False) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        await self.queue.acquire(urgent=urgent)
+        try:
+            running = self._executor.submit(function, *args)
+        except BaseException:
+            self.queue.release()
+            raise
+        # The slot is given back when the thread is done, not when the caller stops waiting
+        # (a cancelled request's hash still occupies its core until it finishes).
+        running.add_done_callback(partial(_release_on, loop, self.queue))
+        return await asyncio.wrap_future(running)
 
     def _verify_sync(self, hash: str, password: str) -> bool:
         try:
@@ -124,6 +145,11 @@ class PasswordHasher:
                 return
             dummy = self._dummy_hash
         self._verify_sync(dummy, password)
+
+
+def _release_on(loop: asyncio.AbstractEventLoop, queue: HashQueue, _done: object) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing waits
+        loop.call_soon_threadsafe(queue.release)
 
 
 def usable_cores() -> int:

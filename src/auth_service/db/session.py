@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -23,7 +25,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         path = settings.sqlite_path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_file(path)
         engine = create_async_engine(
             url,
             hide_parameters=True,  # no email, hash or token in an error or a log line
@@ -70,14 +72,50 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def ensure_private_file(path: Path) -> None:
+    """Create the SQLite file 0600 (it holds password hashes and encrypted keys) before SQLite
+    would create it 0644, and tighten one left readable by others. SQLite gives its -wal and
+    -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if candidate.stat().st_mode & 0o077:
+                candidate.chmod(0o600)
+
+
+_READ_ONLY = "auth_read_only"  # execution option of the reader's engine view
+
+
 def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock up front: two writers queue (busy_timeout) instead of
-    # deadlocking when both try to upgrade a read lock.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writer's IMMEDIATE takes the write lock up front: two writers queue (busy_timeout)
+    # instead of deadlocking when both try to upgrade a read lock. A reader's deferred BEGIN
+    # takes no write lock, so reads never wait behind (or block) a writer in WAL mode.
+    if connection.get_execution_options().get(_READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for work that writes (on SQLite: ``BEGIN IMMEDIATE``)."""
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-__all__ = ["Engine", "create_engine", "create_sessionmaker"]
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads only: a deferred BEGIN on SQLite (no write lock), a READ ONLY
+    transaction on PostgreSQL (a write through it fails instead of happening)."""
+    options: dict[str, Any] = {_READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["postgresql_readonly"] = True
+    return async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
+
+
+__all__ = [
+    "Engine",
+    "create_engine",
+    "create_read_sessionmaker",
+    "create_sessionmaker",
+    "ensure_private_file",
+]

@@ -11,6 +11,7 @@ from sqlalchemy.pool import NullPool
 
 from auth_service.db import models  # noqa: F401  (registers the tables)
 from auth_service.db.base import Base
+from auth_service.db.session import ensure_private_file
 from auth_service.settings import Settings
 
 config = context.config
@@ -41,7 +42,7 @@ async def _run_async() -> None:
     url = _database_url()
     sqlite_path = Settings(database_url=url).sqlite_path
     if sqlite_path is not None:
-        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_file(sqlite_path)
     engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.connect() as connection:

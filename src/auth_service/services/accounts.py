@@ -1,46 +1,56 @@
-"""Accounts: registration, password login, password changes, enabling and disabling.
+"""Accounts: the one email normalisation, registration, disabling and enabling users.
 
-Framework-free use cases: each function gets the session, hasher and clock it needs. They
-flush but never commit; the caller owns the transaction. Emails are stored normalised
-(trimmed, validated, lower-cased), which makes the unique index on ``users.email``
-case-insensitive.
+Each use case owns its transaction (``async with ctx.sessionmaker.begin()``), which commits
+before the function returns, so before the route answers. No connection or transaction is
+held while argon2 or the password policy runs: read, release, hash, then write.
+
+Emails are stored normalised (``normalize_email``), which makes the unique index on
+``users.email`` one account per address however it is spelled; every lookup, rate-limit key
+and lock key is built from that same function.
 """
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from auth_service.clock import Clock
-from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.models import User
 from auth_service.errors import (
-    AccountDisabledError,
     EmailTakenError,
-    InvalidCredentialsError,
+    ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    RegistrationClosedError,
+    UnauthorizedError,
 )
-from auth_service.services.password_policy import check_password
+from auth_service.services.limits import ip_group, take_attempt
+from auth_service.services.revocation import mark_disabled, revoke_user_tokens
+from auth_service.services.sessions import SessionContext, revoke_all_sessions
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit less the angle brackets; also the column size
+REGISTER_WINDOW = timedelta(hours=1)
 
 
 def normalize_email(raw: str) -> str:
     """The canonical form of an email address, or ``InvalidRequestError`` (422).
 
-    The submitted value is never repeated in the error.
+    Trim, Unicode NFKC (fullwidth letters and the ideographic full stops become ASCII), the
+    domain IDNA/UTS-46 (email-validator), lower case. The submitted value is never repeated
+    in the error.
     """
-    candidate = raw.strip().lower()
+    if len(raw) > 4 * MAX_EMAIL_LENGTH:  # do not normalise megabytes of text
+        raise InvalidRequestError(f"email: must be at most {MAX_EMAIL_LENGTH} characters")
+    candidate = unicodedata.normalize("NFKC", raw).strip().lower()
     if not candidate:
         raise InvalidRequestError("email: an email address is required")
-    if len(candidate) > 4 * MAX_EMAIL_LENGTH:  # do not parse megabytes of text
-        raise InvalidRequestError(f"email: must be at most {MAX_EMAIL_LENGTH} characters")
     try:
         validated = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError:
@@ -49,30 +59,54 @@ def normalize_email(raw: str) -> str:
                 f"email: must be at most {MAX_EMAIL_LENGTH} characters"
             ) from None
         raise InvalidRequestError("email: not a valid email address") from None
-    normalized = validated.normalized.lower()
+    normalized = unicodedata.normalize("NFKC", validated.normalized).lower()
     if len(normalized) > MAX_EMAIL_LENGTH:
         raise InvalidRequestError(f"email: must be at most {MAX_EMAIL_LENGTH} characters")
     return normalized
 
 
-async def register_user(
-    session: AsyncSession,
-    hasher: PasswordHasher,
-    clock: Clock,
+def try_normalize_email(raw: str) -> str | None:
+    """``normalize_email``, or None for an address that does not normalise (it can match no
+    account)."""
+    try:
+        return normalize_email(raw)
+    except InvalidRequestError:
+        return None
+
+
+async def register(
+    ctx: SessionContext,
     *,
     email: str,
     password: str,
+    ip: str | None,
     roles: Sequence[str] = (),
+    limited: bool = True,
 ) -> User:
-    """Create an enabled user; ``EmailTakenError`` if the (normalised) email exists."""
+    """Create an enabled user; ``EmailTakenError`` if the (normalised) email exists.
+
+    Over HTTP (``limited``) registration must be open and every attempt counts against the
+    client IP's ``AUTH_REGISTER_IP_LIMIT`` per hour, before any other work; the CLI's
+    ``create-admin`` passes ``limited=False``.
+    """
     if isinstance(roles, str):
         raise TypeError("roles must be a sequence of role names, not one string")
+    if limited:
+        if not ctx.settings.registration_open:
+            raise RegistrationClosedError()
+        await take_attempt(
+            ctx.store,
+            f"register:ip:{ip_group(ip)}",
+            ctx.settings.register_ip_limit,
+            REGISTER_WINDOW,
+        )
     address = normalize_email(email)
-    check_password(password, email=address)
-    if await _find_by_email(session, address) is not None:
-        raise EmailTakenError()
-    password_hash = await hasher.hash(password)
-    now = clock.now()
+    await ctx.password_policy.check(password, email=address)
+    async with ctx.reader() as db:
+        if await find_by_email(db, address) is not None:
+            raise EmailTakenError()
+    password_hash = await ctx.hasher.hash(password)
+    now = ctx.clock.now()
     user = User(
         email=address,
         password_hash=password_hash,
@@ -85,9 +119,9 @@ async def register_user(
     )
     try:
         # A concurrent registration may insert the same email between the check and the
-        # flush: the unique index decides. The savepoint keeps the caller's transaction usable.
-        async with session.begin_nested():
-            session.add(user)
+        # insert: the unique index decides.
+        async with ctx.sessionmaker.begin() as db:
+            db.add(user)
     except IntegrityError as exc:
         if not _is_email_conflict(exc):
             raise
@@ -95,76 +129,65 @@ async def register_user(
     return user
 
 
-async def authenticate(
-    session: AsyncSession,
-    hasher: PasswordHasher,
-    clock: Clock,
-    *,
-    email: str,
-    password: str,
-) -> User:
-    """The user with this email and password.
+async def get_user(ctx: SessionContext, user_id: uuid.UUID) -> User | None:
+    async with ctx.reader() as db:
+        return await db.get(User, user_id)
 
-    An unknown or malformed email and a wrong password raise the same
-    ``InvalidCredentialsError`` after the same argon2 work. A disabled account is reported
-    only to someone who knows its password. A hash made with old parameters is replaced.
+
+async def get_user_by_email(ctx: SessionContext, email: str) -> User | None:
+    address = try_normalize_email(email)
+    if address is None:
+        return None
+    async with ctx.reader() as db:
+        return await find_by_email(db, address)
+
+
+ADMIN_ROLE = "admin"
+SECOND_FACTORS = frozenset({"otp", "recovery"})
+
+
+async def authorize_admin(ctx: SessionContext, claims: dict[str, Any]) -> User:
+    """The caller, if it is an admin NOW: its current roles and status are read from the
+    database on every admin request (a demotion or a disabled flag takes effect on the next
+    request on every instance, whatever the token says). With ``AUTH_ADMIN_REQUIRE_MFA`` (on
+    by default in production) the token must also show a second factor in ``amr``."""
+    user = await get_user(ctx, uuid.UUID(str(claims["sub"])))
+    if user is None or user.disabled:
+        raise UnauthorizedError("The access token is not valid (user_disabled).")
+    if ADMIN_ROLE not in user.roles:
+        raise ForbiddenError("The admin role is required.")
+    if ctx.settings.admin_mfa_required and not SECOND_FACTORS.intersection(claims.get("amr", [])):
+        raise ForbiddenError("Admins must sign in with a second factor (AUTH_ADMIN_REQUIRE_MFA).")
+    return user
+
+
+async def set_disabled(ctx: SessionContext, user_id: uuid.UUID, disabled: bool) -> User:
+    """Disable or enable a user; ``NotFoundError`` if there is no such user.
+
+    Disabling is durable and immediate everywhere: ``users.disabled`` and
+    ``tokens_revoked_after`` (the record), every session revoked, and the store's disabled
+    and revoke-after entries written (the index, which the revocation mirror announces to
+    every instance), all before the commit. So live tokens answer ``user_disabled``, refresh
+    and login are refused, and enabling again does not bring the old tokens back.
     """
-    try:
-        address: str | None = normalize_email(email)
-    except InvalidRequestError:
-        address = None
-    user = await _find_by_email(session, address) if address is not None else None
-    if user is None:
-        await hasher.verify_dummy(password)
-        raise InvalidCredentialsError()
-    if not await hasher.verify(user.password_hash, password):
-        raise InvalidCredentialsError()
-    if user.disabled:
-        raise AccountDisabledError()
-    if hasher.needs_rehash(user.password_hash):
-        user.password_hash = await hasher.hash(password)
-        user.updated_at = clock.now()
-        await session.flush()
-    return user
-
-
-async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
-    return await session.get(User, user_id)
-
-
-async def set_password(
-    session: AsyncSession,
-    hasher: PasswordHasher,
-    clock: Clock,
-    user: User,
-    new_password: str,
-) -> None:
-    """Replace the user's password (policy checked); revoking sessions is the caller's part."""
-    check_password(new_password, email=user.email)
-    user.password_hash = await hasher.hash(new_password)
-    now = clock.now()
-    user.password_changed_at = now
-    user.updated_at = now
-    await session.flush()
-
-
-async def set_disabled(
-    session: AsyncSession, clock: Clock, user_id: uuid.UUID, disabled: bool
-) -> User:
-    """Disable or enable a user; ``NotFoundError`` if there is no such user."""
-    user = await session.get(User, user_id)
-    if user is None:
-        raise NotFoundError("No user has this id.")
-    if user.disabled != disabled:
+    now = ctx.clock.now()
+    async with ctx.sessionmaker.begin() as db:
+        user = await db.get(User, user_id, with_for_update=True)
+        if user is None:
+            raise NotFoundError("No user has this id.")
         user.disabled = disabled
-        user.updated_at = clock.now()
-        await session.flush()
+        user.updated_at = now
+        if disabled:
+            user.tokens_revoked_after = now
+            await revoke_all_sessions(ctx, db, user_id=user.id, reason="user_disabled")
+            await revoke_user_tokens(ctx.store, ctx.policy, user_id=str(user.id), now=now)
+        await mark_disabled(ctx.store, ctx.policy, user_id=str(user.id), disabled=disabled)
     return user
 
 
-async def _find_by_email(session: AsyncSession, address: str) -> User | None:
-    result = await session.execute(select(User).where(User.email == address))
-    return result.scalar_one_or_none()
+async def find_by_email(db: AsyncSession, address: str) -> User | None:
+    """The user with this already normalised address."""
+    return (await db.execute(select(User).where(User.email == address))).scalar_one_or_none()
 
 
 def _is_email_conflict(exc: IntegrityError) -> bool:
@@ -173,11 +196,14 @@ def _is_email_conflict(exc: IntegrityError) -> bool:
 
 
 __all__ = [
+    "ADMIN_ROLE",
     "MAX_EMAIL_LENGTH",
-    "authenticate",
+    "authorize_admin",
+    "find_by_email",
     "get_user",
+    "get_user_by_email",
     "normalize_email",
-    "register_user",
+    "register",
     "set_disabled",
-    "set_password",
+    "try_normalize_email",
 ]

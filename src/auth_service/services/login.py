@@ -1,10 +1,17 @@
-"""Login: the password step, with per-account-and-IP and per-account attempt limits, and the
-second (TOTP or recovery code) step for users with two-factor authentication on.
+"""Login: the password step, with its attempt limits (``services/limits.py``), and the second
+(TOTP or recovery code) step for users with two-factor authentication on.
 
-Store keys: ``login:ip:<email>:<ip>`` (``AUTH_LOGIN_FAILURE_LIMIT``) and ``login:acct:<email>``
-(``AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT``), fixed 15-minute windows counting attempts; a
-successful login resets both, so what they count is failures in a row. If the store cannot
-be reached the login is refused (503): limits that cannot be enforced are not skipped.
+Order of the password step, each step before any slower one:
+1. ``login:from:<ip>`` counts the attempt, whatever the email (malformed ones too: they can
+   match no account but still count);
+2. one short read (the user, and whether this (account, IP) pair logged in within
+   ``AUTH_KNOWN_CLIENT_DAYS``: a session of the user created from the same IP or IPv6 /64);
+   the connection is released before argon2;
+3. ``login:pair:<email>:<ip>`` and, unless the pair is known, ``login:acct:<email>``;
+4. argon2 (a known pair's verification is urgent in the hashing queue; an unknown email runs
+   the dummy verification, for the same time and the same answer);
+5. on success the pair and account counters reset, and one write transaction (a rehash, the
+   session) commits before the token pair is returned.
 
 Second step: ``mfa:<sha256(mfa_token)>`` → ``{"user_id"}`` for ``AUTH_MFA_TOKEN_TTL_SECONDS``
 (opaque, 256 bits, bound to the user, deleted on use: single use even under concurrency);
@@ -19,31 +26,36 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
 
-from auth_service.crypto.passwords import PasswordHasher, hash_opaque
-from auth_service.db.models import User
+from auth_service.crypto.passwords import hash_opaque
+from auth_service.db.models import Session, User
 from auth_service.errors import (
+    AccountDisabledError,
+    InvalidCredentialsError,
     InvalidMfaCodeError,
     InvalidMfaTokenError,
-    RateLimitedError,
-    ServiceUnavailableError,
 )
-from auth_service.services.accounts import authenticate
+from auth_service.services.accounts import find_by_email, try_normalize_email
 from auth_service.services.limits import (
-    LOGIN_WINDOW,
     MFA_USER_ATTEMPTS,
     account_key,
+    from_ip_key,
     guard_store,
+    ip_group,
     mfa_user_key,
+    pair_key,
+    reset_counters,
     take_attempt,
+    take_attempts,
 )
 from auth_service.services.sessions import SessionContext, TokenPair, start_session
 from auth_service.services.totp import TotpContext, accept_totp, looks_like_totp, use_recovery_code
-from auth_service.store.base import StoreUnavailableError
 
 MFA_TOKEN_FAILURES = 5  # wrong codes that burn an mfa_token
+KNOWN_SESSIONS_LOOKED_AT = 200  # the user's newest sessions searched for the client's IP
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +64,14 @@ class MfaChallenge:
     expires_in: int
 
 
-def _counter_keys(email: str, ip: str | None) -> tuple[str, str]:
-    subject = email.strip().lower()
-    return f"login:ip:{subject}:{ip or '-'}", account_key(subject)
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    user: User
+    known: bool  # this (account, IP) pair logged in within AUTH_KNOWN_CLIENT_DAYS
 
 
 async def login_with_password(
     ctx: SessionContext,
-    db: AsyncSession,
-    hasher: PasswordHasher,
     *,
     email: str,
     password: str,
@@ -68,25 +79,57 @@ async def login_with_password(
     user_agent: str | None,
 ) -> TokenPair | MfaChallenge:
     settings = ctx.settings
-    per_ip, per_account = _counter_keys(email, ip)
-    try:
-        by_ip = await ctx.store.hit(per_ip, settings.login_failure_limit, LOGIN_WINDOW)
-        by_account = await ctx.store.hit(
-            per_account, settings.login_account_failure_limit, LOGIN_WINDOW
+    await take_attempt(ctx.store, from_ip_key(ip), settings.login_ip_limit)
+    address = try_normalize_email(email)
+    candidate = await _find_candidate(ctx, address, ip) if address is not None else None
+    if address is not None:
+        limits = [(pair_key(address, ip), settings.login_failure_limit)]
+        if candidate is None or not candidate.known:
+            limits.append((account_key(address), settings.login_account_failure_limit))
+        await take_attempts(ctx.store, limits)
+    if candidate is None:
+        await ctx.hasher.verify_dummy(password)
+        raise InvalidCredentialsError()
+    user = candidate.user
+    if not await ctx.hasher.verify(user.password_hash, password, urgent=candidate.known):
+        raise InvalidCredentialsError()
+    if user.disabled:
+        raise AccountDisabledError()
+    assert address is not None
+    await reset_counters(ctx.store, [pair_key(address, ip), account_key(address)])
+    stale = ctx.hasher.needs_rehash(user.password_hash)
+    rehashed = await ctx.hasher.hash(password) if stale else None
+    async with ctx.sessionmaker.begin() as db:
+        current = await db.get(User, user.id, with_for_update=True)
+        if current is None or current.disabled:
+            raise AccountDisabledError() if current is not None else InvalidCredentialsError()
+        if rehashed is not None and current.password_hash == user.password_hash:
+            current.password_hash = rehashed
+            current.updated_at = ctx.clock.now()
+        if current.mfa_enabled:
+            return await _challenge(ctx, current)
+        return await start_session(ctx, db, current, amr=["pwd"], ip=ip, user_agent=user_agent)
+
+
+async def _find_candidate(ctx: SessionContext, address: str, ip: str | None) -> _Candidate | None:
+    """The user, and whether this IP (group) is one it logged in from; one short read."""
+    async with ctx.reader() as db:
+        user = await find_by_email(db, address)
+        if user is None:
+            return None
+        group = ip_group(ip)
+        days = ctx.settings.known_client_days
+        if days <= 0 or group == "-":
+            return _Candidate(user, known=False)
+        since = ctx.clock.now() - timedelta(days=days)
+        query = (
+            select(Session.ip)
+            .where(Session.user_id == user.id, Session.created_at >= since)
+            .order_by(Session.created_at.desc())
+            .limit(KNOWN_SESSIONS_LOOKED_AT)
         )
-    except StoreUnavailableError as exc:
-        raise ServiceUnavailableError("login is unavailable right now; retry shortly") from exc
-    if not by_ip.allowed or not by_account.allowed:
-        raise RateLimitedError(max(by_ip.retry_after_seconds, by_account.retry_after_seconds))
-    user = await authenticate(db, hasher, ctx.clock, email=email, password=password)
-    try:
-        await ctx.store.reset_counter(per_ip)
-        await ctx.store.reset_counter(per_account)
-    except StoreUnavailableError as exc:
-        raise ServiceUnavailableError("login is unavailable right now; retry shortly") from exc
-    if user.mfa_enabled:
-        return await _challenge(ctx, user)
-    return await start_session(ctx, db, user, amr=["pwd"], ip=ip, user_agent=user_agent)
+        seen = (await db.scalars(query)).all()
+    return _Candidate(user, known=any(ip_group(past) == group for past in seen if past))
 
 
 async def _challenge(ctx: SessionContext, user: User) -> MfaChallenge:
@@ -103,45 +146,58 @@ async def _challenge(ctx: SessionContext, user: User) -> MfaChallenge:
 async def login_with_second_factor(
     ctx: SessionContext,
     totp: TotpContext,
-    db: AsyncSession,
     *,
     mfa_token: str,
     code: str,
     ip: str | None,
     user_agent: str | None,
 ) -> TokenPair:
-    """The second step: a TOTP code (``amr: pwd, otp``) or a recovery code (``pwd, recovery``)."""
+    """The second step: a TOTP code (``amr: pwd, otp``) or a recovery code (``pwd, recovery``).
+
+    The recovery code is burnt, the mfa_token consumed and the session created in one
+    transaction, committed before the pair is returned: of two concurrent right answers one
+    wins, and a failure after the burn rolls the burn back."""
     key = _mfa_key(mfa_token)
     stored = (await guard_store(ctx.store.get_many([key])))[0]
-    user = await _challenged_user(db, stored)
+    user = await _challenged_user(ctx, stored)
     if user is None:
         raise InvalidMfaTokenError()
     await take_attempt(ctx.store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
-    if looks_like_totp(code):
-        accepted, amr = await accept_totp(totp, user, code.strip()), ["pwd", "otp"]
-    else:
-        now = ctx.clock.now()
-        accepted, amr = await use_recovery_code(db, user.id, code, now), ["pwd", "recovery"]
-    if not accepted:
-        window = timedelta(seconds=ctx.settings.mfa_token_ttl_seconds)
-        failures = await guard_store(
-            ctx.store.hit(f"mfa-fail:{hash_opaque(mfa_token)}", MFA_TOKEN_FAILURES, window)
-        )
-        if failures.count >= MFA_TOKEN_FAILURES:
-            await guard_store(ctx.store.delete(key))
-        raise InvalidMfaCodeError()
-    # Consume the mfa_token: of two concurrent right answers only one deletes it. A recovery
-    # code burnt above is rolled back with the caller's transaction if this fails.
-    if not await guard_store(ctx.store.delete(key)):
-        raise InvalidMfaTokenError()
-    await guard_store(ctx.store.reset_counter(mfa_user_key(user.id)))
-    return await start_session(ctx, db, user, amr=amr, ip=ip, user_agent=user_agent)
+    totp_code = looks_like_totp(code)
+    if totp_code and not await accept_totp(totp, user, code.strip()):
+        await _count_failure(ctx, mfa_token, key)
+    async with ctx.sessionmaker.begin() as db:
+        if totp_code:
+            amr = ["pwd", "otp"]
+        elif await use_recovery_code(db, user.id, code, ctx.clock.now()):
+            amr = ["pwd", "recovery"]
+        else:
+            await _count_failure(ctx, mfa_token, key)  # raises: the transaction rolls back
+        current = await db.get(User, user.id)
+        if current is None or current.disabled or not current.mfa_enabled:
+            raise InvalidMfaTokenError()
+        if not await guard_store(ctx.store.delete(key)):
+            raise InvalidMfaTokenError()  # a concurrent right answer used it first
+        await guard_store(ctx.store.reset_counter(mfa_user_key(user.id)))
+        return await start_session(ctx, db, current, amr=amr, ip=ip, user_agent=user_agent)
 
 
-async def _challenged_user(db: AsyncSession, stored: str | None) -> User | None:
+async def _count_failure(ctx: SessionContext, mfa_token: str, key: str) -> NoReturn:
+    """A wrong code: counted against the mfa_token (the 5th burns it); always raises."""
+    window = timedelta(seconds=ctx.settings.mfa_token_ttl_seconds)
+    failures = await guard_store(
+        ctx.store.hit(f"mfa-fail:{hash_opaque(mfa_token)}", MFA_TOKEN_FAILURES, window)
+    )
+    if failures.count >= MFA_TOKEN_FAILURES:
+        await guard_store(ctx.store.delete(key))
+    raise InvalidMfaCodeError()
+
+
+async def _challenged_user(ctx: SessionContext, stored: str | None) -> User | None:
     if stored is None:
         return None
-    user = await db.get(User, uuid.UUID(json.loads(stored)["user_id"]))
+    async with ctx.reader() as db:
+        user = await db.get(User, uuid.UUID(json.loads(stored)["user_id"]))
     if user is None or user.disabled or not user.mfa_enabled:
         return None
     return user
@@ -149,3 +205,6 @@ async def _challenged_user(db: AsyncSession, stored: str | None) -> User | None:
 
 def _mfa_key(token: str) -> str:
     return f"mfa:{hash_opaque(token)}"
+
+
+__all__ = ["MfaChallenge", "login_with_password", "login_with_second_factor"]

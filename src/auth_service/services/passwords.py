@@ -1,15 +1,18 @@
 """Password change and reset.
 
-- Change: the current password is required (401 ``invalid_credentials``; wrong attempts
-  count against the account's login limit); every other session is revoked.
+- Change: the current password is required (401 ``invalid_credentials``; every attempt
+  counts against the account's login limit, a success resets it); every other session is
+  revoked. Read, release, verify and hash, then one write that replaces the hash only if it
+  is still the one verified (a concurrent change wins once, never silently twice).
 - Forgot: the HTTP answer (202, one body) is sent before any lookup, so neither its content
   nor its timing depends on whether the account exists; ``request_reset`` then runs in the
   background: for a real, enabled account it stores a reset token (256 bits, SHA-256 only,
   ``AUTH_PASSWORD_RESET_TTL_SECONDS``) and mails the link. Failures are logged, never shown.
-  Store keys ``forgot:email:<email>`` and ``forgot:ip:<ip>`` limit requests (429).
+  Store keys ``forgot:email:<normalised email>`` and ``forgot:ip:<ip group>`` limit requests.
 - Reset: a token that is unknown, used or expired is 400 ``invalid_reset_token``; the new
-  password meets the policy (422); the token and every other outstanding reset token of the
-  user are burnt and every session is revoked. Two-factor authentication stays on.
+  password meets the policy (422) and is hashed before the write transaction; the token and
+  every other outstanding reset token of the user are burnt and every session is revoked, in
+  one transaction committed before the answer. Two-factor authentication stays on.
 """
 
 from __future__ import annotations
@@ -17,22 +20,16 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from auth_service.crypto.passwords import PasswordHasher, hash_opaque
+from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import PasswordResetToken, User
-from auth_service.errors import (
-    InvalidCredentialsError,
-    InvalidRequestError,
-    InvalidResetTokenError,
-    NotFoundError,
-)
-from auth_service.services.accounts import normalize_email, set_password
-from auth_service.services.limits import account_key, take_attempt
+from auth_service.errors import InvalidCredentialsError, InvalidResetTokenError, NotFoundError
+from auth_service.services.limits import account_key, ip_group, reset_counters, take_attempt
 from auth_service.services.mail import Mailer, MailMessage, send_quietly
 from auth_service.services.sessions import SessionContext, revoke_all_sessions
 
@@ -45,43 +42,60 @@ FORGOT_PER_IP = 30
 
 async def change_password(
     ctx: SessionContext,
-    db: AsyncSession,
-    hasher: PasswordHasher,
     *,
     user_id: uuid.UUID,
     session_id: uuid.UUID,
     current_password: str,
     new_password: str,
 ) -> None:
-    user = await db.get(User, user_id)
+    async with ctx.reader() as db:
+        user = await db.get(User, user_id)
     if user is None:
         raise NotFoundError("No such user.")
-    await take_attempt(ctx.store, account_key(user.email), ctx.settings.login_account_failure_limit)
-    if not await hasher.verify(user.password_hash, current_password):
+    await verify_current_password(ctx, user, current_password)
+    await ctx.password_policy.check(new_password, email=user.email)
+    new_hash = await ctx.hasher.hash(new_password)
+    async with ctx.sessionmaker.begin() as db:
+        if not await _replace_hash(ctx, db, user, new_hash):
+            raise InvalidCredentialsError("The current password is wrong.")
+        await revoke_all_sessions(
+            ctx, db, user_id=user.id, reason="password_changed", keep=session_id
+        )
+
+
+async def verify_current_password(ctx: SessionContext, user: User, password: str) -> None:
+    """A password a signed-in user must type again (change, TOTP setup and disable): counted
+    against the account's login limit before argon2, which a success resets."""
+    key = account_key(user.email)
+    await take_attempt(ctx.store, key, ctx.settings.login_account_failure_limit)
+    if not await ctx.hasher.verify(user.password_hash, password):
         raise InvalidCredentialsError("The current password is wrong.")
-    await set_password(db, hasher, ctx.clock, user, new_password)
-    await revoke_all_sessions(ctx, db, user_id=user.id, reason="password_changed", keep=session_id)
+    await reset_counters(ctx.store, [key])
+
+
+async def _replace_hash(ctx: SessionContext, db: AsyncSession, user: User, new_hash: str) -> bool:
+    """Set the new hash only where the row still has the one the caller verified."""
+    now = ctx.clock.now()
+    result = await db.execute(
+        update(User)
+        .where(User.id == user.id, User.password_hash == user.password_hash)
+        .values(password_hash=new_hash, password_changed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
 
 
 async def limit_reset_requests(ctx: SessionContext, *, email: str, ip: str | None) -> None:
     """Per email and per client IP (429): the same for every address, existing or not."""
     for key, limit in (
         (f"forgot:email:{email}", FORGOT_PER_EMAIL),
-        (f"forgot:ip:{ip}", FORGOT_PER_IP),
+        (f"forgot:ip:{ip_group(ip)}", FORGOT_PER_IP),
     ):
         await take_attempt(ctx.store, key, limit, FORGOT_WINDOW)
 
 
-def canonical_email(raw: str) -> str | None:
-    try:
-        return normalize_email(raw)
-    except InvalidRequestError:
-        return None
-
-
 async def request_reset(
     ctx: SessionContext,
-    sessionmaker: async_sessionmaker[AsyncSession],
     mailer: Mailer,
     *,
     email: str,
@@ -89,7 +103,7 @@ async def request_reset(
 ) -> bool:
     """Runs after the 202 is sent. True if a mail was sent (tests and logs only)."""
     try:
-        async with sessionmaker() as db, db.begin():
+        async with ctx.sessionmaker.begin() as db:
             user = await db.scalar(select(User).where(User.email == email))
             if user is None or user.disabled:
                 return False
@@ -120,31 +134,40 @@ async def request_reset(
     return await send_quietly(mailer, message)
 
 
-async def reset_password(
-    ctx: SessionContext,
-    db: AsyncSession,
-    hasher: PasswordHasher,
-    *,
-    token: str,
-    new_password: str,
-) -> None:
+async def reset_password(ctx: SessionContext, *, token: str, new_password: str) -> None:
+    token_hash = hash_opaque(token)
+    async with ctx.reader() as db:
+        row = await db.scalar(
+            select(PasswordResetToken).where(PasswordResetToken.token_hash == token_hash)
+        )
+        user = await db.get(User, row.user_id) if row is not None else None
+    if row is None or user is None or not _usable(row, ctx.clock.now()):
+        raise InvalidResetTokenError()
+    await ctx.password_policy.check(new_password, email=user.email)  # 422: token still usable
+    new_hash = await ctx.hasher.hash(new_password)
     now = ctx.clock.now()
-    row = await db.scalar(
-        select(PasswordResetToken).where(PasswordResetToken.token_hash == hash_opaque(token))
-    )
-    if row is None:
-        raise InvalidResetTokenError()
-    # Lock the user first, then re-read the token: two resets of one user queue here instead
-    # of each locking its own token and then waiting for the other's (a deadlock on Postgres).
-    user = await db.scalar(select(User).where(User.id == row.user_id).with_for_update())
-    await db.refresh(row, with_for_update=True)
-    if user is None or user.disabled or row.used_at is not None or now >= row.expires_at:
-        raise InvalidResetTokenError()
-    await set_password(db, hasher, ctx.clock, user, new_password)  # 422 leaves the token usable
-    await db.execute(
-        update(PasswordResetToken)
-        .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    await revoke_all_sessions(ctx, db, user_id=user.id, reason="password_reset")
+    async with ctx.sessionmaker.begin() as db:
+        # Lock the user first, then re-read the token: two resets of one user queue here
+        # instead of each locking its own token and waiting for the other's (a deadlock).
+        locked = await db.scalar(select(User).where(User.id == user.id).with_for_update())
+        current = await db.scalar(
+            select(PasswordResetToken)
+            .where(PasswordResetToken.token_hash == token_hash)
+            .with_for_update()
+        )
+        if locked is None or locked.disabled or current is None or not _usable(current, now):
+            raise InvalidResetTokenError()
+        locked.password_hash = new_hash
+        locked.password_changed_at = now
+        locked.updated_at = now
+        await db.execute(
+            update(PasswordResetToken)
+            .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        await revoke_all_sessions(ctx, db, user_id=user.id, reason="password_reset")
+
+
+def _usable(row: PasswordResetToken, now: datetime) -> bool:
+    return row.used_at is None and now < row.expires_at

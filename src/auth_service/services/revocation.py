@@ -7,6 +7,12 @@ Keys (under the store prefix):
 - ``user:<id>:revoked-after``: epoch seconds; tokens issued at or before it are revoked.
 - ``user:<id>:disabled``: set while the user is disabled (a disabled user gets no new token,
   so it too can expire after one access TTL plus leeway).
+- ``revoked:epoch``: the index marker, a random id. The database is the record of every
+  revocation and these entries are its index (DESIGN.md "Revocation is durable"); the marker
+  is written last by a rebuild from the database (``services/revocation_index.py``), so a
+  store without it (restarted without persistence, flushed, failed over) is not known to
+  hold every revocation and nothing is valid until the rebuild has run. Under ``revoked:`` so
+  the mirror answers it from memory with the entries: one extra key per ``get_many``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ def revoked_after_key(user_id: str) -> str:
 
 def disabled_key(user_id: str) -> str:
     return f"user:{user_id}:disabled"
+
+
+INDEX_MARKER_KEY = "revoked:epoch"
+INDEX_MARKER_TTL = timedelta(days=7)
+"""The store requires a TTL: when the marker lapses the next check rebuilds (harmless)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.clock import Clock
 from auth_service.crypto.envelope import Envelope, EnvelopeError
-from auth_service.crypto.passwords import hash_opaque
+from auth_service.crypto.passwords import PasswordHasher, hash_opaque
 from auth_service.db.models import RefreshToken, Session, User
 from auth_service.errors import InvalidRefreshTokenError, NotFoundError, RefreshTokenReusedError
 from auth_service.services.keyring import KeyRing
-from auth_service.services.revocation import RevocationPolicy, revoke_jti, revoke_sessions
+from auth_service.services.password_policy import PasswordPolicy
+from auth_service.services.revocation import (
+    RevocationPolicy,
+    revoke_jti,
+    revoke_sessions,
+    revoke_user_tokens,
+)
 from auth_service.services.tokens import issue_access_token, seconds_until
 from auth_service.settings import Settings
 from auth_service.store.base import Store
@@ -51,11 +57,18 @@ class TokenPair:
 
 @dataclass
 class SessionContext:
+    """What the account, login, session and password use cases share. ``sessionmaker``
+    writes (each use case commits its own transaction before it returns); ``reader`` only
+    reads (no write lock on SQLite)."""
+
     sessionmaker: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
     store: Store
     keyring: KeyRing
     settings: Settings
     clock: Clock
+    hasher: PasswordHasher
+    password_policy: PasswordPolicy
 
     @property
     def policy(self) -> RevocationPolicy:
@@ -271,34 +284,54 @@ async def revoke_all_sessions(
     return revoked
 
 
-async def logout(ctx: SessionContext, db: AsyncSession, *, claims: dict[str, Any]) -> None:
-    """Revoke the caller's session (and so its refresh tokens) and this access token."""
+async def logout(ctx: SessionContext, *, claims: dict[str, Any]) -> None:
+    """Revoke the caller's session (and so its refresh tokens) and this access token;
+    committed before it returns."""
     now = ctx.clock.now()
-    with contextlib.suppress(NotFoundError, ValueError):
-        await revoke_session(
-            ctx,
-            db,
-            user_id=uuid.UUID(claims["sub"]),
-            session_id=uuid.UUID(claims["sid"]),
-            reason="logout",
+    async with ctx.sessionmaker.begin() as db:
+        with contextlib.suppress(NotFoundError, ValueError):
+            await revoke_session(
+                ctx,
+                db,
+                user_id=uuid.UUID(claims["sub"]),
+                session_id=uuid.UUID(claims["sid"]),
+                reason="logout",
+            )
+        expires_at = datetime.fromtimestamp(float(claims["exp"]), tz=now.tzinfo)
+        await revoke_jti(
+            ctx.store,
+            jti=str(claims["jti"]),
+            expires_at=expires_at,
+            now=now,
+            leeway=ctx.settings.clock_leeway,
         )
-    expires_at = datetime.fromtimestamp(float(claims["exp"]), tz=now.tzinfo)
-    await revoke_jti(
-        ctx.store,
-        jti=str(claims["jti"]),
-        expires_at=expires_at,
-        now=now,
-        leeway=ctx.settings.clock_leeway,
-    )
 
 
-async def list_sessions(
-    ctx: SessionContext, db: AsyncSession, *, user_id: uuid.UUID
-) -> list[Session]:
+async def logout_all(ctx: SessionContext, *, user_id: uuid.UUID) -> None:
+    """Every session of the user, and every token issued until now (``tokens_revoked_after``,
+    the durable record the store's revoke-after entry indexes); committed before it returns."""
+    now = ctx.clock.now()
+    async with ctx.sessionmaker.begin() as db:
+        await revoke_all_sessions(ctx, db, user_id=user_id, reason="logout_all")
+        user = await db.get(User, user_id)
+        if user is not None:
+            user.tokens_revoked_after = now
+        await revoke_user_tokens(ctx.store, ctx.policy, user_id=str(user_id), now=now)
+
+
+async def delete_session(ctx: SessionContext, *, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    async with ctx.sessionmaker.begin() as db:
+        await revoke_session(
+            ctx, db, user_id=user_id, session_id=session_id, reason="deleted_by_user"
+        )
+
+
+async def list_sessions(ctx: SessionContext, *, user_id: uuid.UUID) -> list[Session]:
     now = ctx.clock.now()
     query = (
         select(Session)
         .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
         .order_by(Session.created_at.desc())
     )
-    return list((await db.scalars(query)).all())
+    async with ctx.reader() as db:
+        return list((await db.scalars(query)).all())

@@ -27,19 +27,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.clock import Clock
 from auth_service.crypto.envelope import Envelope, EnvelopeError
-from auth_service.crypto.passwords import PasswordHasher, hash_opaque
+from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import RecoveryCode, User
-from auth_service.errors import (
-    InvalidCredentialsError,
-    InvalidMfaCodeError,
-    MfaAlreadyEnabledError,
-)
+from auth_service.errors import InvalidMfaCodeError, MfaAlreadyEnabledError, UnauthorizedError
 from auth_service.services.limits import (
     MFA_USER_ATTEMPTS,
-    account_key,
     mfa_user_key,
+    reset_counters,
     take_attempt,
 )
+from auth_service.services.mail import MailMessage
+from auth_service.services.passwords import verify_current_password
+from auth_service.services.sessions import SessionContext, revoke_all_sessions
 from auth_service.settings import Settings
 from auth_service.store.base import Store
 
@@ -57,21 +56,15 @@ class TotpContext:
     store: Store
     envelope: Envelope
     clock: Clock
-    hasher: PasswordHasher
     issuer_name: str
-    account_attempts: int  # AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT: password guesses on disable
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, store: Store, clock: Clock, hasher: PasswordHasher
-    ) -> TotpContext:
+    def from_settings(cls, settings: Settings, store: Store, clock: Clock) -> TotpContext:
         return cls(
             store=store,
             envelope=Envelope(settings.secret_value(), purpose=TOTP_PURPOSE),
             clock=clock,
-            hasher=hasher,
             issuer_name=settings.totp_issuer_name,
-            account_attempts=settings.login_account_failure_limit,
         )
 
 
@@ -81,20 +74,41 @@ class TotpSetup:
     otpauth_uri: str
 
 
-async def begin_setup(ctx: TotpContext, db: AsyncSession, user: User) -> TotpSetup:
-    """A fresh secret, stored sealed and inactive until ``confirm``."""
+async def begin_setup(
+    ctx: TotpContext, sessions: SessionContext, *, user_id: uuid.UUID, password: str
+) -> TotpSetup:
+    """A fresh secret, stored sealed and inactive until ``confirm``. The current password is
+    required (a stolen access token alone cannot enrol an attacker's authenticator)."""
+    user = await _signed_in_user(sessions, user_id)
     if user.mfa_enabled:
         raise MfaAlreadyEnabledError()
+    await verify_current_password(sessions, user, password)
     secret = pyotp.random_base32()  # 32 characters = 160 bits (RFC 4226 §4 recommends 160)
-    user.totp_secret_encrypted = ctx.envelope.seal(secret.encode(), associated_data=str(user.id))
-    user.updated_at = ctx.clock.now()
-    await db.flush()
+    async with sessions.sessionmaker.begin() as db:
+        current = await db.get(User, user_id, with_for_update=True)
+        if current is None:
+            raise UnauthorizedError("The access token is not valid (user_disabled).")
+        if current.mfa_enabled:
+            raise MfaAlreadyEnabledError()
+        current.totp_secret_encrypted = ctx.envelope.seal(
+            secret.encode(), associated_data=str(user.id)
+        )
+        current.updated_at = ctx.clock.now()
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ctx.issuer_name)
     return TotpSetup(secret=secret, otpauth_uri=uri)
 
 
-async def confirm_setup(ctx: TotpContext, db: AsyncSession, user: User, code: str) -> list[str]:
-    """Turn TOTP on with a valid code; returns the new recovery codes (shown once)."""
+async def confirm_setup(
+    ctx: TotpContext,
+    sessions: SessionContext,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    code: str,
+) -> tuple[User, list[str]]:
+    """Turn TOTP on with a valid code; the user's other sessions are revoked. Returns the user
+    and the new recovery codes (shown once)."""
+    user = await _signed_in_user(sessions, user_id)
     if user.mfa_enabled:
         raise MfaAlreadyEnabledError()
     if user.totp_secret_encrypted is None:
@@ -103,36 +117,79 @@ async def confirm_setup(ctx: TotpContext, db: AsyncSession, user: User, code: st
         raise InvalidMfaCodeError(status_code=400)
     now = ctx.clock.now()
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
-    await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    db.add_all(
-        RecoveryCode(user_id=user.id, code_hash=hash_opaque(_canonical(code)), created_at=now)
-        for code in codes
-    )
-    user.mfa_enabled = True
-    user.totp_confirmed_at = now
-    user.updated_at = now
-    await db.flush()
-    return codes
+    async with sessions.sessionmaker.begin() as db:
+        current = await db.get(User, user_id, with_for_update=True)
+        if current is None or current.totp_secret_encrypted != user.totp_secret_encrypted:
+            raise InvalidMfaCodeError(status_code=400)  # a setup restarted meanwhile
+        if current.mfa_enabled:
+            raise MfaAlreadyEnabledError()
+        await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        db.add_all(
+            RecoveryCode(user_id=user.id, code_hash=hash_opaque(_canonical(c)), created_at=now)
+            for c in codes
+        )
+        current.mfa_enabled = True
+        current.totp_confirmed_at = now
+        current.updated_at = now
+        await revoke_all_sessions(
+            sessions, db, user_id=user.id, reason="mfa_enabled", keep=session_id
+        )
+    return user, codes
 
 
 async def disable(
-    ctx: TotpContext, db: AsyncSession, user: User, *, password: str, code: str
-) -> None:
-    """Turn TOTP off: the password (401) and a current code (400) are both required. Both
-    guesses count against the same limits as a login (a stolen access token alone must not
-    become a password or code oracle)."""
-    await take_attempt(ctx.store, account_key(user.email), ctx.account_attempts)
-    if not await ctx.hasher.verify(user.password_hash, password):
-        raise InvalidCredentialsError()
+    ctx: TotpContext,
+    sessions: SessionContext,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    password: str,
+    code: str,
+) -> User:
+    """Turn TOTP off: the password (401) and a current code (400) are both required, both
+    counted against the same limits as a login (a stolen access token alone must not become
+    a password or code oracle). The user's other sessions are revoked."""
+    user = await _signed_in_user(sessions, user_id)
+    await verify_current_password(sessions, user, password)
     await take_attempt(ctx.store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
     if not user.mfa_enabled or not await accept_totp(ctx, user, code):
         raise InvalidMfaCodeError(status_code=400)
-    user.mfa_enabled = False
-    user.totp_secret_encrypted = None
-    user.totp_confirmed_at = None
-    user.updated_at = ctx.clock.now()
-    await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    await db.flush()
+    async with sessions.sessionmaker.begin() as db:
+        current = await db.get(User, user_id, with_for_update=True)
+        if current is None or not current.mfa_enabled:
+            raise InvalidMfaCodeError(status_code=400)
+        current.mfa_enabled = False
+        current.totp_secret_encrypted = None
+        current.totp_confirmed_at = None
+        current.updated_at = ctx.clock.now()
+        await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        await revoke_all_sessions(
+            sessions, db, user_id=user.id, reason="mfa_disabled", keep=session_id
+        )
+    await reset_counters(ctx.store, [mfa_user_key(user.id)])
+    return user
+
+
+def change_notice(email: str, *, enabled: bool) -> MailMessage:
+    """The mail a user gets when two-factor authentication is turned on or off."""
+    state = "turned on" if enabled else "turned off"
+    return MailMessage(
+        to=email,
+        subject=f"Two-factor authentication was {state}",
+        text=(
+            f"Two-factor authentication was just {state} for {email}, and every other "
+            "session of the account was signed out.\n\n"
+            "If it was not you, reset your password at once and contact support."
+        ),
+    )
+
+
+async def _signed_in_user(sessions: SessionContext, user_id: uuid.UUID) -> User:
+    async with sessions.reader() as db:
+        user = await db.get(User, user_id)
+    if user is None:
+        raise UnauthorizedError("The access token is not valid (user_disabled).")
+    return user
 
 
 async def accept_totp(ctx: TotpContext, user: User, code: str) -> bool:

@@ -8,6 +8,11 @@ bounded LRU keyed by the token string, so a token's RSA verify runs once; key st
 and revocation are still checked on every call) → times against the injected clock →
 revocation (jti, sid, user revoke-after, user disabled) in ONE pipelined store read. A store
 failure fails closed: ``ServiceUnavailableError``, never valid.
+
+That read also fetches the index marker (one key per call or batch, answered from memory by
+the mirror with the rest): a store without it may have lost revocations (restart, flush), so
+the call awaits the rebuild from the database (``services/revocation_index.py``, shared by
+concurrent calls) and reads again; if the index cannot be completed: 503, never valid.
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from auth_service.crypto.jwt import (
 )
 from auth_service.errors import ServiceUnavailableError
 from auth_service.services.keyring import KeyRing, VerificationKey
-from auth_service.services.revocation import revocation_keys, revocation_reason
+from auth_service.services.revocation import (
+    INDEX_MARKER_KEY,
+    revocation_keys,
+    revocation_reason,
+)
+from auth_service.services.revocation_index import RevocationIndexError
 from auth_service.settings import Settings
 from auth_service.store.base import Store, StoreUnavailableError
 
@@ -112,6 +122,9 @@ class _UnknownKid(TokenRejected):
 
 _KID_MISSING = Verdict(valid=False, error="unknown_key")  # compared by identity
 
+_INDEX_WAIT_SECONDS = 5.0
+"""How long a call waits for the revocation index rebuild before answering 503."""
+
 
 class TokenValidator:
     def __init__(
@@ -122,6 +135,8 @@ class TokenValidator:
         clock: Clock,
         *,
         reload_keys: Callable[[], Awaitable[bool]] | None = None,
+        ensure_index: Callable[[], Awaitable[None]] | None = None,
+        index_wait_seconds: float = _INDEX_WAIT_SECONDS,
     ) -> None:
         self._keyring = keyring
         self._store = store
@@ -134,6 +149,8 @@ class TokenValidator:
             if reload_keys is not None
             else None
         )
+        self._ensure_index = ensure_index
+        self._index_wait = index_wait_seconds
 
     async def validate(self, token: str) -> Verdict:
         return (await self.validate_many([token]))[0]
@@ -148,10 +165,15 @@ class TokenValidator:
             ]
         per_token = [_keys_for(item) if isinstance(item, dict) else [] for item in staged]
         keys = [key for token_keys in per_token for key in token_keys]
-        try:
-            values = await self._store.get_many(keys) if keys else []
-        except StoreUnavailableError as exc:
-            raise ServiceUnavailableError("revocations cannot be checked right now") from exc
+        values: list[str | None] = []
+        if keys:
+            keys.append(INDEX_MARKER_KEY)  # last: one key per call, not per token
+            values = await self._read(keys)
+            if values[-1] is None:
+                await self._complete_index()
+                values = await self._read(keys)
+                if values[-1] is None:
+                    raise ServiceUnavailableError("the revocation index is being rebuilt")
         verdicts: list[Verdict] = []
         offset = 0
         for item, token_keys in zip(staged, per_token, strict=True):
@@ -165,6 +187,21 @@ class TokenValidator:
             offset += count
             verdicts.append(Verdict(valid=False, error=reason) if reason else Verdict(True, item))
         return verdicts
+
+    async def _read(self, keys: list[str]) -> list[str | None]:
+        try:
+            return await self._store.get_many(keys)
+        except StoreUnavailableError as exc:
+            raise ServiceUnavailableError("revocations cannot be checked right now") from exc
+
+    async def _complete_index(self) -> None:
+        """The store lacks the index marker: wait for the rebuild (or fail closed)."""
+        if self._ensure_index is None:
+            raise ServiceUnavailableError("the revocation index is incomplete")
+        try:
+            await asyncio.wait_for(self._ensure_index(), self._index_wait)
+        except (RevocationIndexError, TimeoutError) as exc:
+            raise ServiceUnavailableError("revocations cannot be checked right now") from exc
 
     def _verify_offline(self, token: str, now: datetime) -> Verdict | dict[str, Any]:
         try:

@@ -7,6 +7,14 @@ only while the mirror is known to be current: subscribed, and resynchronised fro
 ``scan`` after (re)subscribing. Otherwise — before the first sync, while reconnecting, or
 for any key outside the mirrored prefixes — it asks the store, as without the mirror.
 Entries expire locally with the TTL they have in the store, so memory stays bounded.
+
+The store itself is an index that can come back empty (a Redis restart without
+persistence, a flush). ``follow`` takes the service's answer to that: ``before_resync``
+(called after subscribing, before the scan: it makes the index complete, rebuilding it from
+the database if need be) and ``marker_key`` (the key a complete index holds). The mirror
+never marks itself current from a scan that lacks the marker, and while current it checks
+the store's marker every ``watch_seconds``: a flush sends no event, so a vanished marker
+makes it resubscribe (and so rebuild) instead of serving on while the store stays empty.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
@@ -30,6 +38,15 @@ _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 def is_mirrored(key: str) -> bool:
     return key.startswith(MIRRORED_PREFIXES)
+
+
+async def _completing(before_resync: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await before_resync()
+    except StoreUnavailableError:
+        raise
+    except Exception as exc:
+        raise StoreUnavailableError(f"the revocation index is not complete: {exc}") from exc
 
 
 class MirroredStore:
@@ -83,17 +100,27 @@ class MirroredStore:
                 fresh[key] = (value, now + ttl.total_seconds())
         self._entries = fresh
 
-    async def follow(self) -> None:
-        """Run until cancelled: subscribe, resync, apply events; on any loss, start over."""
+    async def follow(
+        self,
+        *,
+        before_resync: Callable[[], Awaitable[None]] | None = None,
+        marker_key: str | None = None,
+        watch_seconds: float = 1.0,
+    ) -> None:
+        """Run until cancelled: subscribe, (make the index complete,) resync, apply events
+        (and watch the marker); on any loss, start over. See the module docstring."""
         failures = 0
         while True:
             try:
                 async with self.inner.subscribe(CHANNEL) as messages:
+                    if before_resync is not None:
+                        await _completing(before_resync)
                     await self._resync()  # events published meanwhile wait in the subscription
+                    if marker_key is not None and marker_key not in self._entries:
+                        raise StoreUnavailableError("the store lost its index marker meanwhile")
                     self._current = True
                     failures = 0
-                    async for message in messages:
-                        self._apply_message(message)
+                    await self._serve(messages, marker_key, watch_seconds)
             except StoreUnavailableError as exc:
                 log.warning(
                     "revocation mirror lost the store (%s); reading the store directly", exc
@@ -104,6 +131,34 @@ class MirroredStore:
                 self._current = False
             await asyncio.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)])
             failures += 1
+
+    async def _serve(
+        self, messages: AsyncIterator[str], marker_key: str | None, watch_seconds: float
+    ) -> None:
+        """Apply events until the subscription ends or (if watched) the marker vanishes."""
+        tasks = {asyncio.ensure_future(self._apply_all(messages))}
+        if marker_key is not None:
+            tasks.add(asyncio.ensure_future(self._watch(marker_key, watch_seconds)))
+        try:
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
+
+    async def _apply_all(self, messages: AsyncIterator[str]) -> None:
+        async for message in messages:
+            self._apply_message(message)
+
+    async def _watch(self, marker_key: str, every: float) -> None:
+        """Run while the store holds ``marker_key``; raise once it does not."""
+        while True:
+            await asyncio.sleep(every)
+            if (await self.inner.get_many([marker_key]))[0] is None:
+                self._current = False  # at once: the next read asks the store
+                raise StoreUnavailableError("the store lost its revocation index (flushed?)")
 
     async def _announce(self, key: str, value: str | None, ttl_ms: int) -> None:
         self._apply(key, value, ttl_ms)

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from auth_service.store.base import RateLimitResult, StoreUnavailableError
 
@@ -275,6 +275,23 @@ class RedisStore:
         self._check_open()
         with _unavailable("ping"):
             await self._client.ping()
+
+    async def maxmemory_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy`` (``CONFIG GET``), or None when CONFIG is refused.
+
+        Managed Redis services often rename or forbid CONFIG (an error reply, or no value):
+        then only the operator can say whether keys may be evicted.
+        """
+        self._check_open()
+        try:
+            reply = await self._client.config_get("maxmemory-policy")
+        except ResponseError:  # refused (unknown command, NOPERM), not unreachable
+            return None
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"redis config get failed: {exc}") from exc
+        values = {_text(name): _text(value) for name, value in dict(reply).items()}
+        policy = values.get("maxmemory-policy")
+        return policy.strip().lower() if policy else None
 
     async def close(self) -> None:
         """Close the client and its connection pool. Idempotent."""

@@ -1,4 +1,8 @@
-"""Frontend endpoints for two-factor login (TOTP, recovery codes) and passwords."""
+"""Frontend endpoints for two-factor login (TOTP, recovery codes) and passwords.
+
+Each calls one use case, which commits its own transaction before it returns: the answer is
+never sent before the write it reports. Mails go out after the answer (``BackgroundTasks``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
-from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep, SessionDep
+from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep
 from auth_service.api.schemas.account import (
     Accepted,
     MfaLoginRequest,
@@ -18,23 +22,21 @@ from auth_service.api.schemas.account import (
     TotpCode,
     TotpDisableRequest,
     TotpSetupOut,
+    TotpSetupRequest,
 )
 from auth_service.api.schemas.auth import TokenPairOut
 from auth_service.api.schemas.common import error_responses
-from auth_service.db.models import User
 from auth_service.errors import ErrorCode as E
-from auth_service.errors import UnauthorizedError
 from auth_service.services import passwords, totp
+from auth_service.services.accounts import try_normalize_email
 from auth_service.services.login import login_with_second_factor
+from auth_service.services.mail import send_quietly
 
 router = APIRouter(prefix="/auth", tags=["users and sessions"])
 
 
-async def _caller(db: SessionDep, claims: AccessClaimsDep) -> User:
-    user = await db.get(User, uuid.UUID(claims["sub"]))
-    if user is None:
-        raise UnauthorizedError("The access token is not valid (user_disabled).")
-    return user
+def _ids(claims: dict[str, object]) -> tuple[uuid.UUID, uuid.UUID]:
+    return uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
 
 
 @router.post(
@@ -43,16 +45,11 @@ async def _caller(db: SessionDep, claims: AccessClaimsDep) -> User:
     responses=error_responses(401, 422, 429, 503, s401=(E.INVALID_MFA_CODE, E.INVALID_MFA_TOKEN)),
 )
 async def login_mfa(
-    body: MfaLoginRequest,
-    request: Request,
-    db: SessionDep,
-    container: ContainerDep,
-    ip: ClientIpDep,
+    body: MfaLoginRequest, request: Request, container: ContainerDep, ip: ClientIpDep
 ) -> TokenPairOut:
     pair = await login_with_second_factor(
         container.sessions,
         container.totp,
-        db,
         mfa_token=body.mfa_token,
         code=body.code,
         ip=ip,
@@ -64,14 +61,24 @@ async def login_mfa(
 @router.post(
     "/mfa/totp/setup",
     response_model=TotpSetupOut,
-    responses=error_responses(401, 409, s409=(E.MFA_ALREADY_ENABLED,)),
+    responses=error_responses(
+        401,
+        409,
+        422,
+        429,
+        s401=(E.INVALID_CREDENTIALS, E.INVALID_TOKEN),
+        s409=(E.MFA_ALREADY_ENABLED,),
+    ),
 )
 async def totp_setup(
-    db: SessionDep, claims: AccessClaimsDep, container: ContainerDep
+    body: TotpSetupRequest, claims: AccessClaimsDep, container: ContainerDep
 ) -> TotpSetupOut:
-    """A fresh secret and its ``otpauth://`` URI (for a QR code); inactive until confirmed."""
-    user = await _caller(db, claims)
-    setup = await totp.begin_setup(container.totp, db, user)
+    """A fresh secret and its ``otpauth://`` URI (for a QR code); inactive until confirmed.
+    The current password is required: a stolen access token alone cannot enrol."""
+    user_id, _ = _ids(claims)
+    setup = await totp.begin_setup(
+        container.totp, container.sessions, user_id=user_id, password=body.password
+    )
     return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.otpauth_uri)
 
 
@@ -83,11 +90,21 @@ async def totp_setup(
     ),
 )
 async def totp_confirm(
-    body: TotpCode, db: SessionDep, claims: AccessClaimsDep, container: ContainerDep
+    body: TotpCode, claims: AccessClaimsDep, container: ContainerDep, background: BackgroundTasks
 ) -> RecoveryCodesOut:
-    """Turn TOTP on with a current code; the 10 recovery codes are shown this once."""
-    user = await _caller(db, claims)
-    codes = await totp.confirm_setup(container.totp, db, user, body.code.strip())
+    """Turn TOTP on with a current code; the 10 recovery codes are shown this once. The
+    user's other sessions are signed out and the user is mailed."""
+    user_id, session_id = _ids(claims)
+    user, codes = await totp.confirm_setup(
+        container.totp,
+        container.sessions,
+        user_id=user_id,
+        session_id=session_id,
+        code=body.code.strip(),
+    )
+    background.add_task(
+        send_quietly, container.mailer, totp.change_notice(user.email, enabled=True)
+    )
     return RecoveryCodesOut(recovery_codes=codes)
 
 
@@ -96,14 +113,32 @@ async def totp_confirm(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(
-        400, 401, 422, s400=(E.INVALID_MFA_CODE,), s401=(E.INVALID_CREDENTIALS, E.INVALID_TOKEN)
+        400,
+        401,
+        422,
+        429,
+        s400=(E.INVALID_MFA_CODE,),
+        s401=(E.INVALID_CREDENTIALS, E.INVALID_TOKEN),
     ),
 )
 async def totp_disable(
-    body: TotpDisableRequest, db: SessionDep, claims: AccessClaimsDep, container: ContainerDep
+    body: TotpDisableRequest,
+    claims: AccessClaimsDep,
+    container: ContainerDep,
+    background: BackgroundTasks,
 ) -> Response:
-    user = await _caller(db, claims)
-    await totp.disable(container.totp, db, user, password=body.password, code=body.code.strip())
+    user_id, session_id = _ids(claims)
+    user = await totp.disable(
+        container.totp,
+        container.sessions,
+        user_id=user_id,
+        session_id=session_id,
+        password=body.password,
+        code=body.code.strip(),
+    )
+    background.add_task(
+        send_quietly, container.mailer, totp.change_notice(user.email, enabled=False)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -116,15 +151,14 @@ async def totp_disable(
     ),
 )
 async def password_change(
-    body: PasswordChangeRequest, db: SessionDep, claims: AccessClaimsDep, container: ContainerDep
+    body: PasswordChangeRequest, claims: AccessClaimsDep, container: ContainerDep
 ) -> Response:
     """Needs the current password; every other session of the user is revoked."""
+    user_id, session_id = _ids(claims)
     await passwords.change_password(
         container.sessions,
-        db,
-        container.hasher,
-        user_id=uuid.UUID(claims["sub"]),
-        session_id=uuid.UUID(claims["sid"]),
+        user_id=user_id,
+        session_id=session_id,
         current_password=body.current_password,
         new_password=body.new_password,
     )
@@ -145,13 +179,12 @@ async def password_forgot(
 ) -> Accepted:
     """Always 202 with the same body: the account is looked up, and mailed, only after the
     answer has been sent, so neither the answer nor its timing tells whether it exists."""
-    email = passwords.canonical_email(body.email)
+    email = try_normalize_email(body.email)
     await passwords.limit_reset_requests(container.sessions, email=email or "-", ip=ip)
     if email is not None:
         background.add_task(
             passwords.request_reset,
             container.sessions,
-            container.sessionmaker,
             container.mailer,
             email=email,
             link_base=container.settings.password_reset_url,
@@ -165,15 +198,9 @@ async def password_forgot(
     response_class=Response,
     responses=error_responses(400, 422, s400=(E.INVALID_RESET_TOKEN,), s422=(E.WEAK_PASSWORD,)),
 )
-async def password_reset(
-    body: PasswordResetRequest, db: SessionDep, container: ContainerDep
-) -> Response:
+async def password_reset(body: PasswordResetRequest, container: ContainerDep) -> Response:
     """Sets the new password, burns every outstanding reset token, revokes every session."""
     await passwords.reset_password(
-        container.sessions,
-        db,
-        container.hasher,
-        token=body.token,
-        new_password=body.new_password,
+        container.sessions, token=body.token, new_password=body.new_password
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

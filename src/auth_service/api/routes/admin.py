@@ -15,16 +15,15 @@ from auth_service.api.schemas.admin import (
     RotationStatusBody,
 )
 from auth_service.api.schemas.common import error_responses
-from auth_service.errors import ForbiddenError
 from auth_service.services import rotation
+from auth_service.services.accounts import authorize_admin
 from auth_service.services.keys import list_keys
 
-ADMIN_ROLE = "admin"
 
-
-async def require_admin(claims: AccessClaimsDep) -> dict[str, Any]:
-    if ADMIN_ROLE not in claims.get("roles", []):
-        raise ForbiddenError("The admin role is required.")
+async def require_admin(claims: AccessClaimsDep, container: ContainerDep) -> dict[str, Any]:
+    """The caller's CURRENT roles and status, not the token's (API.md: authorisation reads
+    current state)."""
+    await authorize_admin(container.sessions, claims)
     return claims
 
 
@@ -37,7 +36,7 @@ Kid = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]
 @router.get("/keys", response_model=KeyList, responses=_ERRORS)
 async def keys(container: ContainerDep) -> KeyList:
     """Every signing key ever made, oldest first (expired and revoked ones too)."""
-    async with container.sessionmaker() as session:
+    async with container.reader() as session:
         rows = await list_keys(session)
     return KeyList(keys=[KeyInfo.model_validate(row, from_attributes=True) for row in rows])
 

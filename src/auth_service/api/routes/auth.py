@@ -1,4 +1,8 @@
-"""Frontend endpoints: register, login, refresh, logout, me, sessions."""
+"""Frontend endpoints: register, login, refresh, logout, me, sessions.
+
+Each calls one use case, which commits its own transaction before it returns: the answer is
+never sent before the write it reports (a failed commit is a 503, not a success).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Request, Response, status
 
-from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep, SessionDep
+from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep
 from auth_service.api.schemas.account import MfaChallengeOut
 from auth_service.api.schemas.auth import (
     LoginRequest,
@@ -22,10 +26,9 @@ from auth_service.api.schemas.auth import (
 )
 from auth_service.api.schemas.common import error_responses
 from auth_service.errors import ErrorCode as E
-from auth_service.errors import NotFoundError, RegistrationClosedError
+from auth_service.errors import NotFoundError
 from auth_service.services import accounts, sessions
 from auth_service.services.login import MfaChallenge, login_with_password
-from auth_service.services.revocation import revoke_user_tokens
 
 router = APIRouter(prefix="/auth", tags=["users and sessions"])
 
@@ -46,17 +49,17 @@ def _pair_out(pair: sessions.TokenPair) -> TokenPairOut:
             409,
             403,
             422,
+            429,
+            503,
             s409=(E.EMAIL_TAKEN,),
             s403=(E.REGISTRATION_CLOSED,),
             s422=(E.INVALID_REQUEST, E.WEAK_PASSWORD),
         ),
     },
 )
-async def register(body: UserCreate, db: SessionDep, container: ContainerDep) -> UserCreated:
-    if not container.settings.registration_open:
-        raise RegistrationClosedError()
-    user = await accounts.register_user(
-        db, container.hasher, container.clock, email=body.email, password=body.password
+async def register(body: UserCreate, container: ContainerDep, ip: ClientIpDep) -> UserCreated:
+    user = await accounts.register(
+        container.sessions, email=body.email, password=body.password, ip=ip
     )
     return UserCreated(id=user.id, email=user.email, created_at=user.created_at)
 
@@ -69,13 +72,11 @@ async def register(body: UserCreate, db: SessionDep, container: ContainerDep) ->
     ),
 )
 async def login(
-    body: LoginRequest, request: Request, db: SessionDep, container: ContainerDep, ip: ClientIpDep
+    body: LoginRequest, request: Request, container: ContainerDep, ip: ClientIpDep
 ) -> TokenPairOut | MfaChallengeOut:
     """A token pair, or for a user with TOTP on ``{mfa_required, mfa_token, expires_in}``."""
     pair = await login_with_password(
         container.sessions,
-        db,
-        container.hasher,
         email=body.email,
         password=body.password,
         ip=ip,
@@ -103,32 +104,24 @@ async def refresh(body: RefreshRequest, container: ContainerDep) -> TokenPairOut
 )
 async def logout(
     claims: AccessClaimsDep,
-    db: SessionDep,
     container: ContainerDep,
     body: LogoutRequest | None = None,
 ) -> Response:
-    await sessions.logout(container.sessions, db, claims=claims)
+    await sessions.logout(container.sessions, claims=claims)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
     "/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=_401
 )
-async def logout_all(claims: AccessClaimsDep, db: SessionDep, container: ContainerDep) -> Response:
-    user_id = uuid.UUID(claims["sub"])
-    ctx = container.sessions
-    await sessions.revoke_all_sessions(ctx, db, user_id=user_id, reason="logout_all")
-    user = await accounts.get_user(db, user_id)
-    now = container.clock.now()
-    if user is not None:
-        user.tokens_revoked_after = now
-    await revoke_user_tokens(container.store, ctx.policy, user_id=str(user_id), now=now)
+async def logout_all(claims: AccessClaimsDep, container: ContainerDep) -> Response:
+    await sessions.logout_all(container.sessions, user_id=uuid.UUID(claims["sub"]))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me", response_model=UserMe, responses=_401)
-async def me(claims: AccessClaimsDep, db: SessionDep) -> UserMe:
-    user = await accounts.get_user(db, uuid.UUID(claims["sub"]))
+async def me(claims: AccessClaimsDep, container: ContainerDep) -> UserMe:
+    user = await accounts.get_user(container.sessions, uuid.UUID(claims["sub"]))
     if user is None:
         raise NotFoundError("No such user.")
     return UserMe(
@@ -141,10 +134,8 @@ async def me(claims: AccessClaimsDep, db: SessionDep) -> UserMe:
 
 
 @router.get("/sessions", response_model=SessionList, responses=_401)
-async def list_sessions(
-    claims: AccessClaimsDep, db: SessionDep, container: ContainerDep
-) -> SessionList:
-    rows = await sessions.list_sessions(container.sessions, db, user_id=uuid.UUID(claims["sub"]))
+async def list_sessions(claims: AccessClaimsDep, container: ContainerDep) -> SessionList:
+    rows = await sessions.list_sessions(container.sessions, user_id=uuid.UUID(claims["sub"]))
     return SessionList(
         sessions=[
             SessionOut(
@@ -167,13 +158,9 @@ async def list_sessions(
     responses={**_401, **error_responses(404)},
 )
 async def delete_session(
-    session_id: uuid.UUID, claims: AccessClaimsDep, db: SessionDep, container: ContainerDep
+    session_id: uuid.UUID, claims: AccessClaimsDep, container: ContainerDep
 ) -> Response:
-    await sessions.revoke_session(
-        container.sessions,
-        db,
-        user_id=uuid.UUID(claims["sub"]),
-        session_id=session_id,
-        reason="deleted_by_user",
+    await sessions.delete_session(
+        container.sessions, user_id=uuid.UUID(claims["sub"]), session_id=session_id
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

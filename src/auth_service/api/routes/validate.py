@@ -31,7 +31,7 @@ from auth_service.services.validation import Verdict
 
 router = APIRouter(prefix="/validate", tags=["validation"])
 
-_ERRORS = error_responses(401, 422, 503, s401=(E.INVALID_CLIENT,))
+_ERRORS = error_responses(401, 422, 429, 503, s401=(E.INVALID_CLIENT,))
 
 _NOT_JSON = "the body must be JSON (Content-Type: application/json)"
 

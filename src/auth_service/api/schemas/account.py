@@ -18,6 +18,10 @@ class MfaLoginRequest(BaseModel):
     code: str = Field(max_length=64, description="A 6-digit TOTP code or a recovery code.")
 
 
+class TotpSetupRequest(BaseModel):
+    password: str = Field(max_length=4096, description="The account's current password.")
+
+
 class TotpSetupOut(BaseModel):
     secret: str
     otpauth_uri: str

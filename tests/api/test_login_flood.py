@@ -1,0 +1,149 @@
+"""Attacks on the login and registration limits: other spellings of one address, floods of
+made-up emails from one IP, IPv6 addresses of one /64, sprayers locking the owner out, and
+registrations in bulk. The suite lifts per-IP limits (one IP for every test client); each
+test here sets the limit it attacks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from auth_service.container import Container
+from auth_service.settings import Settings
+from tests.api.helpers import PASSWORD
+from tests.conftest import started
+
+EMAIL = "victim@example.com"
+SPELLINGS = [  # the same address: case, spaces, fullwidth letters, ideographic full stops
+    "VICTIM@EXAMPLE.COM",
+    " victim@example.com ",
+    "victim@\uff45x\uff41mple\u3002com",
+    "\uff56\uff49\uff43\uff54\uff49\uff4d@example\uff0ecom",
+    "victim@example\uff61com",
+]
+
+
+@asynccontextmanager
+async def app_with(
+    make_container: Callable[..., Container],
+    make_settings: Callable[..., Settings],
+    **overrides: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(trusted_proxies="127.0.0.1", **overrides)
+    async with started(make_container(settings)) as service:
+        yield service.client
+
+
+async def _login(client: httpx.AsyncClient, email: str, password: str, ip: str) -> httpx.Response:
+    return await client.post(
+        "/auth/login",
+        json={"email": email, "password": password},
+        headers={"X-Forwarded-For": ip},
+    )
+
+
+async def _register(client: httpx.AsyncClient, email: str, ip: str = "198.51.100.1") -> int:
+    response = await client.post(
+        "/auth/register",
+        json={"email": email, "password": PASSWORD},
+        headers={"X-Forwarded-For": ip},
+    )
+    return response.status_code
+
+
+@pytest.fixture
+def flood_app(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> Callable[..., Any]:
+    def build(**overrides: Any) -> Any:
+        return app_with(make_container, make_settings, **overrides)
+
+    return build
+
+
+async def test_other_spellings_of_the_address_share_its_counters(flood_app: Any) -> None:
+    async with flood_app(login_failure_limit=3, login_account_failure_limit=1000) as client:
+        assert await _register(client, EMAIL) == 201
+        for spelling in SPELLINGS[:3]:  # each reaches the account...
+            assert (
+                await _login(client, spelling, "a wrong guess!!", "198.51.100.7")
+            ).status_code == 401
+        for spelling in [EMAIL, *SPELLINGS]:  # ...and the pair's counter is spent for all
+            response = await _login(client, spelling, PASSWORD, "198.51.100.7")
+            assert response.status_code == 429, spelling
+
+
+async def test_every_spelling_logs_in_to_the_one_account(flood_app: Any) -> None:
+    async with flood_app() as client:
+        assert await _register(client, EMAIL) == 201
+        for spelling in SPELLINGS:
+            assert (await _login(client, spelling, PASSWORD, "198.51.100.7")).status_code == 200
+            assert await _register(client, spelling) == 409
+
+
+async def test_a_flood_of_made_up_emails_from_one_ip_is_stopped(flood_app: Any) -> None:
+    async with flood_app(login_ip_limit=5) as client:
+        assert await _register(client, EMAIL) == 201
+        for attempt in range(4):
+            made_up = f"nobody{attempt}@example.com"
+            assert (await _login(client, made_up, PASSWORD, "203.0.113.5")).status_code == 401
+        # A malformed address matches no account but still counts.
+        assert (await _login(client, "not an address", PASSWORD, "203.0.113.5")).status_code == 401
+        refused = await _login(client, EMAIL, PASSWORD, "203.0.113.5")
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert (await _login(client, EMAIL, PASSWORD, "203.0.113.6")).status_code == 200
+
+
+async def test_the_addresses_of_one_ipv6_64_share_a_counter(flood_app: Any) -> None:
+    async with flood_app(login_ip_limit=3) as client:
+        for host in range(3):
+            address = f"2001:db8:1:2::{host + 1:x}"
+            assert (
+                await _login(client, "nobody@example.com", PASSWORD, address)
+            ).status_code == 401
+        other_host = await _login(client, "nobody@example.com", PASSWORD, "2001:db8:1:2:ffff::9")
+        assert other_host.status_code == 429
+        other_net = await _login(client, "nobody@example.com", PASSWORD, "2001:db8:1:3::1")
+        assert other_net.status_code == 401
+
+
+async def test_a_sprayer_is_stopped_but_the_owner_on_a_known_ip_still_logs_in(
+    flood_app: Any,
+) -> None:
+    async with flood_app(login_account_failure_limit=3, login_failure_limit=5) as client:
+        assert await _register(client, EMAIL) == 201
+        home = "198.51.100.20"
+        assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 200  # known now
+        for attempt in range(3):  # a sprayer, one guess from each of many IPs
+            guess = await _login(client, EMAIL, "a wrong guess!!", f"203.0.113.{attempt}")
+            assert guess.status_code == 401
+        assert (await _login(client, EMAIL, "another guess!!", "203.0.113.50")).status_code == 429
+        # The right password from a new IP is held back by the account limit too...
+        assert (await _login(client, EMAIL, PASSWORD, "203.0.113.51")).status_code == 429
+        # ...but the owner's known IP is not, and stays bound by its own pair limit.
+        assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 200
+        for _ in range(5):
+            assert (await _login(client, EMAIL, "typo in it!!", home)).status_code == 401
+        assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 429
+
+
+async def test_known_client_days_zero_turns_the_exemption_off(flood_app: Any) -> None:
+    async with flood_app(login_account_failure_limit=2, known_client_days=0) as client:
+        assert await _register(client, EMAIL) == 201
+        home = "198.51.100.20"
+        assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 200
+        for attempt in range(2):
+            await _login(client, EMAIL, "a wrong guess!!", f"203.0.113.{attempt}")
+        assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 429
+
+
+async def test_registrations_are_limited_per_ip(flood_app: Any) -> None:
+    async with flood_app(register_ip_limit=3) as client:
+        for n in range(3):
+            assert await _register(client, f"user{n}@example.com", "203.0.113.9") == 201
+        assert await _register(client, "user9@example.com", "203.0.113.9") == 429
+        assert await _register(client, "user9@example.com", "2001:db8::1") == 201

@@ -1,0 +1,98 @@
+"""Attacks: a slow step holding a resource. A login flood exhausted the PostgreSQL pool (each
+login held a connection through argon2) and, on SQLite, held the write lock through it; the
+SQLite file was created readable by everyone."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from auth_service.container import Container
+from auth_service.crypto.passwords import PasswordHasher
+from auth_service.db.session import ensure_private_file
+from auth_service.settings import Settings
+from tests.api.helpers import PASSWORD
+from tests.conftest import is_postgres, started
+
+
+class HeldHasher(PasswordHasher):
+    """Verifications wait until ``go`` is set: a login parked in the middle of argon2."""
+
+    def __init__(self) -> None:
+        super().__init__(memory_kib=8, time_cost=1, parallelism=1)
+        self.go = asyncio.Event()
+        self.waiting = 0
+
+    async def verify(self, hash: str, password: str, *, urgent: bool = False) -> bool:
+        self.waiting += 1
+        await self.go.wait()
+        return await super().verify(hash, password, urgent=urgent)
+
+    async def verify_dummy(self, password: str, *, urgent: bool = False) -> None:
+        self.waiting += 1
+        await self.go.wait()
+        await super().verify_dummy(password, urgent=urgent)
+
+
+async def test_logins_in_argon2_hold_no_connection_and_no_write_lock(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> None:
+    # One connection in the pool, a short wait for it: a login that held its connection
+    # through the hash would make every other request fail with a pool timeout.
+    settings = make_settings(db_pool_size=1, db_max_overflow=0, db_pool_timeout_seconds=1)
+    container = make_container(settings)
+    held = HeldHasher()
+    async with started(container) as service:
+        body = {"email": "alice@example.com", "password": PASSWORD}
+        assert (await service.client.post("/auth/register", json=body)).status_code == 201
+        container.sessions.hasher = held
+        logins = [
+            asyncio.ensure_future(service.client.post("/auth/login", json=body)),
+            asyncio.ensure_future(
+                service.client.post(
+                    "/auth/login", json={"email": "nobody@example.com", "password": PASSWORD}
+                )
+            ),
+        ]
+        while held.waiting < 2:
+            await asyncio.sleep(0.01)
+        # Both logins are parked inside the hash: a write (a registration takes the SQLite
+        # write lock) and reads go through at once.
+        other = {"email": "bob@example.com", "password": PASSWORD}
+        registered = await asyncio.wait_for(
+            service.client.post("/auth/register", json=other), timeout=3
+        )
+        assert registered.status_code == 201, registered.text
+        held.go.set()
+        answers = await asyncio.gather(*logins)
+        assert [answer.status_code for answer in answers] == [200, 401]
+    held.close()
+
+
+@pytest.mark.skipif(is_postgres(), reason="the SQLite file of the embedded backend")
+def test_the_sqlite_file_is_private(tmp_path: Path) -> None:
+    fresh = tmp_path / "var" / "auth.db"
+    ensure_private_file(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    loose = tmp_path / "loose.db"
+    loose.write_text("")
+    loose.chmod(0o644)
+    wal = tmp_path / "loose.db-wal"
+    wal.write_text("")
+    wal.chmod(0o644)
+    ensure_private_file(loose)
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o600
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(is_postgres(), reason="the SQLite file of the embedded backend")
+def test_migrate_creates_the_database_file_0600(tmp_path: Path) -> None:
+    from auth_service.db.migrate import upgrade_to_head
+
+    path = tmp_path / "new" / "auth.db"
+    upgrade_to_head(f"sqlite+aiosqlite:///{path}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
