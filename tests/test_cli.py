@@ -224,10 +224,7 @@ async def test_create_admin_and_clients_create(
     import asyncio
     import base64
 
-    settings = service.container.settings
-    monkeypatch.setenv("AUTH_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("AUTH_PASSWORD_HASH_MEMORY_KIB", "8")
-    monkeypatch.setenv("AUTH_PASSWORD_HASH_TIME_COST", "1")
+    _cli_environment(service, monkeypatch)
     monkeypatch.setenv("AUTH_ADMIN_PASSWORD", "an admin passphrase for tests")
     assert await asyncio.to_thread(main, ["create-admin", "--email", "Root@Example.com"]) == 0
     assert "created admin root@example.com" in capsys.readouterr().out
@@ -256,3 +253,43 @@ async def test_create_admin_and_clients_create(
         headers={"Authorization": f"Basic {basic}"},
     )
     assert checked.json()["valid"] is True
+
+
+def _cli_environment(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI on the service's own database and store (as an operator's shell would be)."""
+    settings = service.container.settings
+    monkeypatch.setenv("AUTH_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", settings.secret_value())
+    monkeypatch.setenv("AUTH_PASSWORD_HASH_MEMORY_KIB", "8")
+    monkeypatch.setenv("AUTH_PASSWORD_HASH_TIME_COST", "1")
+    if settings.redis_url is not None:
+        monkeypatch.setenv("AUTH_REDIS_URL", settings.redis_url)
+        monkeypatch.setenv("AUTH_REDIS_KEY_PREFIX", settings.redis_key_prefix)
+
+
+async def test_users_disable_and_enable(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from tests.api.helpers import register_and_login
+
+    user = await register_and_login(service, "carol@example.com")
+    _cli_environment(service, monkeypatch)
+    # Another spelling of the address names the same user (one normalisation).
+    assert await asyncio.to_thread(main, ["users", "disable", "CAROL@example.com "]) == 0
+    assert "disabled carol@example.com" in capsys.readouterr().out
+    if service.container.settings.redis_url is not None:  # a running instance sees it
+        for _ in range(50):
+            if (await service.client.get("/auth/me", headers=user.bearer)).status_code == 401:
+                break
+            await asyncio.sleep(0.02)
+        assert (await service.client.get("/auth/me", headers=user.bearer)).status_code == 401
+    login = await service.client.post(
+        "/auth/login", json={"email": user.email, "password": "correct horse battery staple"}
+    )
+    assert login.status_code == 403
+    assert await asyncio.to_thread(main, ["users", "enable", "carol@example.com"]) == 0
+    assert "enabled carol@example.com" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["users", "disable", "nobody@example.com"]) == 2
+    assert "no user has this email" in capsys.readouterr().err

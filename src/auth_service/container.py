@@ -197,7 +197,7 @@ async def start(container: Container) -> None:
     await check_eviction_policy(
         container.store,
         environment=container.settings.environment,
-        assume_noeviction=getattr(container.settings, "redis_assume_noeviction", False),
+        assume_noeviction=container.settings.redis_assume_noeviction,
     )
     try:
         await ensure_signing_keys(container.keys)
@@ -252,3 +252,4 @@ async def stop(container: Container) -> None:
         container.mirror.mark_stale()  # an injected store lives on; this mirror does not
     await container.engine.dispose()
     container.hasher.close()
+    container.sessions.password_policy.close()

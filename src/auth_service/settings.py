@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(5, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
     redis_socket_timeout_seconds: float = Field(2, gt=0)
+    # Managed Redis may refuse CONFIG GET: then production starts only if the operator
+    # vouches that maxmemory-policy is noeviction.
+    redis_assume_noeviction: bool = False
 
     @field_validator(
         "audience", "cors_origins", "trusted_proxies", "allowed_algorithms", mode="before"

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "revocation-rebuild"
 _PAGE_SIZE = 1000
-_WRITE_CONCURRENCY = 64  # store writes in flight at once while copying a page
+_WRITE_CONCURRENCY = 32  # store writes in flight at once (well under the pool size)
 _POLL_SECONDS = 0.05
 _ATTEMPTS = 3  # rebuilds started over because the lock vanished (flushed) meanwhile
 

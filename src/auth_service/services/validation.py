@@ -168,12 +168,12 @@ class TokenValidator:
         values: list[str | None] = []
         if keys:
             keys.append(INDEX_MARKER_KEY)  # last: one key per call, not per token
-            values = await self._read(keys)
+            try:
+                values = await self._store.get_many(keys)
+            except StoreUnavailableError as exc:
+                raise ServiceUnavailableError("revocations cannot be checked right now") from exc
             if values[-1] is None:
-                await self._complete_index()
-                values = await self._read(keys)
-                if values[-1] is None:
-                    raise ServiceUnavailableError("the revocation index is being rebuilt")
+                values = await self._read_complete(keys)
         verdicts: list[Verdict] = []
         offset = 0
         for item, token_keys in zip(staged, per_token, strict=True):
@@ -188,20 +188,19 @@ class TokenValidator:
             verdicts.append(Verdict(valid=False, error=reason) if reason else Verdict(True, item))
         return verdicts
 
-    async def _read(self, keys: list[str]) -> list[str | None]:
-        try:
-            return await self._store.get_many(keys)
-        except StoreUnavailableError as exc:
-            raise ServiceUnavailableError("revocations cannot be checked right now") from exc
-
-    async def _complete_index(self) -> None:
-        """The store lacks the index marker: wait for the rebuild (or fail closed)."""
+    async def _read_complete(self, keys: list[str]) -> list[str | None]:
+        """The store lacks the index marker: wait for the rebuild, read again (or fail
+        closed: 503, never valid)."""
         if self._ensure_index is None:
             raise ServiceUnavailableError("the revocation index is incomplete")
         try:
             await asyncio.wait_for(self._ensure_index(), self._index_wait)
-        except (RevocationIndexError, TimeoutError) as exc:
+            values = await self._store.get_many(keys)
+        except (RevocationIndexError, StoreUnavailableError, TimeoutError) as exc:
             raise ServiceUnavailableError("revocations cannot be checked right now") from exc
+        if values[-1] is None:
+            raise ServiceUnavailableError("the revocation index is being rebuilt")
+        return values
 
     def _verify_offline(self, token: str, now: datetime) -> Verdict | dict[str, Any]:
         try:

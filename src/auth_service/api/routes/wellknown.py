@@ -1,4 +1,25 @@
-"""Discovery: the JWKS verifiers cache, and RFC 8414 server metadata."""
+"""Discovery: the JWKS verifiers cache, and RFC 8414 server metadata.
+
+The metadata lists only what this service serves today, so that no client is sent to a 404:
+``issuer``, ``jwks_uri`` and the claims of the access tokens. What it leaves out, and why:
+
+- ``token_endpoint``, ``introspection_endpoint``, ``revocation_endpoint`` and their
+  ``*_auth_methods_supported`` / ``*_auth_signing_alg_values_supported``: ``/oauth/*`` is not
+  built yet (it returns with the issue that builds it, together with ``client_credentials``).
+- ``id_token_signing_alg_values_supported``: this service issues no ID tokens.
+
+Two members stay, as empty lists, and that is the decision on RFC 8414 §2:
+``response_types_supported`` is REQUIRED there unconditionally (only ``authorization_endpoint``
+is conditional, "unless no grant types are supported that use the authorization endpoint"),
+and we serve no response type, so it is ``[]`` rather than dropped. ``grant_types_supported``
+is optional but "if omitted, the default value is ["authorization_code", "implicit"]", which
+would advertise two grants we do not serve, so it is ``[]`` too. ``token_endpoint`` is
+"REQUIRED unless only the implicit grant type is supported": with no grant at all there is no
+token endpoint to name, and naming a 404 would be the dishonest choice. The same document is
+served at ``/.well-known/openid-configuration`` for verifiers that look for ``jwks_uri`` there;
+this service is not an OpenID Provider (no authorization endpoint, no ID tokens), so the
+members OpenID Discovery requires only of a provider are not claimed.
+"""
 
 from __future__ import annotations
 
@@ -52,16 +73,8 @@ async def get_server_metadata(settings: SettingsDep) -> ServerMetadata:
     return ServerMetadata(
         issuer=issuer,
         jwks_uri=f"{issuer}/.well-known/jwks.json",
-        token_endpoint=f"{issuer}/oauth/token",
-        introspection_endpoint=f"{issuer}/oauth/introspect",
-        revocation_endpoint=f"{issuer}/oauth/revoke",
-        grant_types_supported=["client_credentials"],
-        token_endpoint_auth_methods_supported=["client_secret_basic"],
-        introspection_endpoint_auth_methods_supported=["client_secret_basic"],
-        revocation_endpoint_auth_methods_supported=["client_secret_basic"],
-        response_types_supported=["token"],
-        token_endpoint_auth_signing_alg_values_supported=list(settings.allowed_algorithms),
-        id_token_signing_alg_values_supported=list(settings.allowed_algorithms),
+        grant_types_supported=[],
+        response_types_supported=[],
         subject_types_supported=["public"],
         claims_supported=["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "roles", "amr"],
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class JwkPublic(BaseModel):
@@ -19,17 +19,16 @@ class JwkSet(BaseModel):
 
 
 class ServerMetadata(BaseModel):
+    """RFC 8414 §2 metadata listing only what this service serves (see ``routes/wellknown``)."""
+
     issuer: str
     jwks_uri: str
-    token_endpoint: str
-    introspection_endpoint: str
-    revocation_endpoint: str
-    grant_types_supported: list[str]
-    token_endpoint_auth_methods_supported: list[str]
-    introspection_endpoint_auth_methods_supported: list[str]
-    revocation_endpoint_auth_methods_supported: list[str]
-    response_types_supported: list[str]
-    token_endpoint_auth_signing_alg_values_supported: list[str]
-    id_token_signing_alg_values_supported: list[str]
+    grant_types_supported: list[str] = Field(
+        description="Empty: no grant is served yet (omitted would mean authorization_code, "
+        "implicit)."
+    )
+    response_types_supported: list[str] = Field(
+        description="Empty: there is no authorization endpoint (RFC 8414 makes this REQUIRED)."
+    )
     subject_types_supported: list[str]
     claims_supported: list[str]
