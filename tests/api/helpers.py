@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from auth_service.services.clients import create_client
@@ -49,3 +51,10 @@ async def validate(service: Service, token: str, headers: dict[str, str]) -> dic
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def mails(path: Path) -> list[dict[str, Any]]:
+    """The mails the ``file`` mail backend wrote to ``path`` so far, oldest first."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -4,17 +4,15 @@ off signs out the user's other sessions and mails the user."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD, register_and_login
+from tests.api.helpers import PASSWORD, mails, register_and_login
 from tests.api.mfa_helpers import assert_error, code_at, enable_totp
 from tests.conftest import Service, started
 
@@ -37,10 +35,6 @@ async def service(
     )
     async with started(make_container(settings)) as running:
         yield running
-
-
-def mails(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 async def test_a_stolen_access_token_alone_cannot_enrol(service: Service) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,14 @@ import pytest
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD, LoggedIn, client_headers, register_and_login, validate
+from tests.api.helpers import (
+    PASSWORD,
+    LoggedIn,
+    client_headers,
+    mails,
+    register_and_login,
+    validate,
+)
 from tests.api.mfa_helpers import (
     assert_error,
     bearer,
@@ -54,14 +60,8 @@ async def service(
         yield running
 
 
-def mails(path: Path) -> list[dict[str, Any]]:
-    """The mails sent so far. The forgot mail is a background task: with httpx's ASGI
-    transport it has run by the time the response is returned (the first test checks that)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
+# ``mails``: the forgot mail is a background task; with httpx's ASGI transport it has run by
+# the time the response is returned (the first test checks that).
 def token_of(mail: dict[str, Any]) -> str:
     links = [word for word in mail["text"].split() if word.startswith(RESET_URL + "?")]
     assert len(links) == 1, mail["text"]

@@ -181,7 +181,12 @@ async def set_disabled(ctx: SessionContext, user_id: uuid.UUID, disabled: bool) 
             user.tokens_revoked_after = now
             await revoke_all_sessions(ctx, db, user_id=user.id, reason="user_disabled")
             await revoke_user_tokens(ctx.store, ctx.policy, user_id=str(user.id), now=now)
-        await mark_disabled(ctx.store, ctx.policy, user_id=str(user.id), disabled=disabled)
+            # The index entry is written before the commit: a failure here leaves nothing.
+            await mark_disabled(ctx.store, ctx.policy, user_id=str(user.id), disabled=True)
+    if not disabled:
+        # Deleted only after the commit: a revocation-index rebuild that read the row before
+        # it would otherwise write the entry back (revocation_index.py re-reads to undo that).
+        await mark_disabled(ctx.store, ctx.policy, user_id=str(user.id), disabled=False)
     return user
 
 
