@@ -96,3 +96,44 @@ def test_migrate_creates_the_database_file_0600(tmp_path: Path) -> None:
     path = tmp_path / "new" / "auth.db"
     upgrade_to_head(f"sqlite+aiosqlite:///{path}")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+class RecordingHasher(HeldHasher):
+    """Parks every verification and records whether it was admitted as urgent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urgent: list[bool] = []
+
+    async def verify(self, hash: str, password: str, *, urgent: bool = False) -> bool:
+        self.urgent.append(urgent)
+        return await super().verify(hash, password, urgent=urgent)
+
+
+async def test_one_ip_with_many_known_accounts_cannot_fill_the_urgent_queue(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> None:
+    """Attack (review of issue 10): an attacker makes many accounts "known" on one IP, then
+    sends their logins at once to fill the urgent lane and starve real users' known
+    devices. At most two urgent hashes per IP group are in flight; the rest are normal."""
+    container = make_container(make_settings(trusted_proxies="127.0.0.1"))
+    held = RecordingHasher()
+    async with started(container) as service:
+        xff = {"X-Forwarded-For": "192.0.2.44"}
+        accounts = [{"email": f"sock{n}@example.com", "password": PASSWORD} for n in range(6)]
+        for body in accounts:
+            assert (await service.client.post("/auth/register", json=body)).status_code == 201
+            login = await service.client.post("/auth/login", json=body, headers=xff)
+            assert login.status_code == 200  # each account is now "known" on this IP
+        container.sessions.hasher = held
+        flood = [
+            asyncio.ensure_future(service.client.post("/auth/login", json=body, headers=xff))
+            for body in accounts
+        ]
+        while held.waiting < len(accounts):
+            await asyncio.sleep(0.01)
+        assert held.urgent.count(True) == 2
+        held.go.set()
+        assert [r.status_code for r in await asyncio.gather(*flood)] == [200] * len(accounts)
+        assert container.sessions.urgent_logins == {}
+    held.close()

@@ -20,16 +20,14 @@ import pytest
 import redis.asyncio
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from redis.exceptions import ResponseError
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from auth_service.clock import FrozenClock
-from auth_service.container import Container, start, stop
+from auth_service.container import Container
 from auth_service.db.models import User
 from auth_service.db.session import create_sessionmaker
-from auth_service.errors import ConfigurationError
 from auth_service.services.revocation import (
     INDEX_MARKER_KEY,
     disabled_key,
@@ -41,11 +39,9 @@ from auth_service.services.revocation import (
 from auth_service.services.revocation_index import (
     LOCK_NAME,
     RevocationIndex,
-    check_eviction_policy,
 )
 from auth_service.settings import Settings
 from auth_service.store import MemoryStore, RedisStore, Store
-from auth_service.store.mirror import MirroredStore
 from tests.api.helpers import (
     PASSWORD,
     LoggedIn,
@@ -53,7 +49,7 @@ from tests.api.helpers import (
     register_and_login,
     validate,
 )
-from tests.conftest import REDIS_URL, Service, is_postgres, started
+from tests.conftest import REDIS_URL, Service, started
 
 REFUSED_LOGOUT = {"session_revoked", "token_revoked"}
 
@@ -420,70 +416,3 @@ async def test_a_user_enabled_during_the_rebuild_is_not_left_disabled(
     _before_writing(container.revocations, monkeypatch, disabled_key(user.user_id), enable)
     await flush_store(store, redis_prefix)
     assert await refusal(plain, user.pair["access_token"], headers) is None
-
-
-# -- production refuses a Redis that may evict revocations --------------------------------
-
-
-def _redis_store(monkeypatch: pytest.MonkeyPatch, reply: Any) -> RedisStore:
-    """A RedisStore whose CONFIG GET answers ``reply`` (an exception is raised)."""
-    redis_store = RedisStore.from_url(REDIS_URL)
-
-    async def config_get(*_args: Any) -> dict[str, str]:
-        if isinstance(reply, Exception):
-            raise reply
-        return {"maxmemory-policy": reply}
-
-    monkeypatch.setattr(redis_store._client, "config_get", config_get)
-    return redis_store
-
-
-@pytest.mark.parametrize(
-    ("reply", "assume", "refused"),
-    [
-        ("noeviction", False, None),
-        ("allkeys-lru", False, "maxmemory-policy is allkeys-lru"),
-        ("volatile-ttl", True, "maxmemory-policy is volatile-ttl"),  # read beats assumed
-        (ResponseError("unknown command 'CONFIG'"), False, "AUTH_REDIS_ASSUME_NOEVICTION"),
-        (ResponseError("NOPERM this user has no permissions"), True, None),
-    ],
-)
-async def test_production_refuses_a_redis_that_may_evict(
-    monkeypatch: pytest.MonkeyPatch, reply: Any, assume: bool, refused: str | None
-) -> None:
-    redis_store = _redis_store(monkeypatch, reply)
-    try:
-        check = check_eviction_policy(
-            MirroredStore(redis_store), environment="production", assume_noeviction=assume
-        )
-        if refused is None:
-            await check
-        else:
-            with pytest.raises(ConfigurationError, match=refused):
-                await check
-        # Development, and the embedded store, are not checked.
-        await check_eviction_policy(redis_store, environment="development", assume_noeviction=False)
-        await check_eviction_policy(
-            MemoryStore(), environment="production", assume_noeviction=False
-        )
-    finally:
-        await redis_store.close()
-
-
-@pytest.mark.skipif(not is_postgres(), reason="needs the real Redis")
-async def test_production_does_not_start_on_a_real_allkeys_lru_redis(
-    settings: Settings, make_container: Callable[..., Container]
-) -> None:
-    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
-    original = str((await client.config_get("maxmemory-policy"))["maxmemory-policy"])
-    container = make_container()
-    # Past the production guard of the settings (not the subject here): only start() checks.
-    container.settings = settings.model_copy(update={"environment": "production"})
-    try:
-        await client.config_set("maxmemory-policy", "allkeys-lru")
-        with pytest.raises(ConfigurationError, match="maxmemory-policy is allkeys-lru"):
-            await start(container)
-    finally:
-        await client.config_set("maxmemory-policy", original)
-        await client.aclose()
-        await stop(container)

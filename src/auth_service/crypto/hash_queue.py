@@ -7,7 +7,9 @@ pool, and every login, client authentication and registration behind it would wa
 whole queue. Here a full queue refuses at once (``ServerBusyError``, 503 ``server_busy`` with
 ``Retry-After``), and urgent work — a service client that exists, an account logging in from
 an address it logged in from before — has a queue of its own that is served first, so a flood
-of strangers can neither starve it nor fill its queue.
+of strangers can neither starve it nor fill its queue. (One client cannot fill it either: a
+login's urgency is capped per IP group, ``services/login.py``; a client id's by its failure
+limits, ``services/clients.py``.)
 
 Event-loop only (no thread locks): the admission is decided on the loop; the pool runs the hash.
 """

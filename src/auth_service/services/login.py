@@ -56,6 +56,7 @@ from auth_service.services.totp import TotpContext, accept_totp, looks_like_totp
 
 MFA_TOKEN_FAILURES = 5  # wrong codes that burn an mfa_token
 KNOWN_SESSIONS_LOOKED_AT = 200  # the user's newest sessions searched for the client's IP
+URGENT_LOGINS_PER_IP = 2  # urgent hashes in flight per IP group (per instance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ async def login_with_password(
         await ctx.hasher.verify_dummy(password)
         raise InvalidCredentialsError()
     user = candidate.user
-    if not await ctx.hasher.verify(user.password_hash, password, urgent=candidate.known):
+    if not await _verify(ctx, user, password, ip, known=candidate.known):
         raise InvalidCredentialsError()
     if user.disabled:
         raise AccountDisabledError()
@@ -109,6 +110,28 @@ async def login_with_password(
         if current.mfa_enabled:
             return await _challenge(ctx, current)
         return await start_session(ctx, db, current, amr=["pwd"], ip=ip, user_agent=user_agent)
+
+
+async def _verify(
+    ctx: SessionContext, user: User, password: str, ip: str | None, *, known: bool
+) -> bool:
+    """A known pair's verification is urgent, but at most ``URGENT_LOGINS_PER_IP`` of one IP
+    group at a time: one client that made many accounts "known" cannot fill the urgent
+    queue and starve the other users' known devices (the rest queue as normal work)."""
+    group = ip_group(ip)
+    in_flight = ctx.urgent_logins.get(group, 0)
+    urgent = known and in_flight < URGENT_LOGINS_PER_IP
+    if not urgent:
+        return await ctx.hasher.verify(user.password_hash, password)
+    ctx.urgent_logins[group] = in_flight + 1
+    try:
+        return await ctx.hasher.verify(user.password_hash, password, urgent=True)
+    finally:
+        left = ctx.urgent_logins[group] - 1
+        if left:
+            ctx.urgent_logins[group] = left
+        else:
+            del ctx.urgent_logins[group]
 
 
 async def _find_candidate(ctx: SessionContext, address: str, ip: str | None) -> _Candidate | None:

@@ -16,7 +16,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -69,6 +69,8 @@ class SessionContext:
     clock: Clock
     hasher: PasswordHasher
     password_policy: PasswordPolicy
+    # Urgent (known-IP) login hashes in flight per IP group on this instance (login.py).
+    urgent_logins: dict[str, int] = field(default_factory=dict)
 
     @property
     def policy(self) -> RevocationPolicy:
