@@ -12,7 +12,10 @@ through the in-memory mirror (a revocation mechanism, not a verification cache);
 request (for information, no target);
 (c) POST /validate/batch, 100 tokens a request; (d) POST /auth/refresh, every token unused;
 (e) POST /auth/login at the production argon2 cost, against cores / one hash time;
-(b-under-e) (b) and (e) at once: (b)'s p99 while logins run versus idle.
+(b-under-e) (b) and (e) at once: (b)'s p99 while logins run versus idle;
+(f) a login flood (made-up emails, random X-Forwarded-For) on its own server: a real user's
+login and an unverified client's /validate, idle versus under the flood (scripts/bench/flood.py).
+`--only f` runs (f) alone (about a minute), `--only a-e` the rest.
 (a) and (b) run --rounds times (default 3), alternating; each of their figures is the median
 over the rounds, so a burst of noise on a shared host moves one round, not the verdict.
 Scripts and helpers: scripts/bench/ (benchkit.py, scenarios.py, *.lua).
@@ -31,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 
+import flood
 from benchkit import (
     BIN,
     Result,
@@ -40,13 +44,12 @@ from benchkit import (
     argon2_hash_seconds,
     can_pin,
     drop_redis_prefix,
+    hash_parameters,
     machine,
     median_of,
     run_wrk,
 )
-from scenarios import check_validation, make_fixtures, write_lines
-
-from auth_service.settings import Settings
+from scenarios import check_validation, make_fixtures, server_etag, write_lines
 
 PG_ADMIN = os.environ.get(
     "AUTH_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -63,19 +66,13 @@ BENCH_SETTINGS = {
     "AUTH_ACCESS_TOKEN_TTL_SECONDS": "3600",  # every token lives through the whole run
     "AUTH_LOGIN_FAILURE_LIMIT": "1000000",  # setup and (e) log in thousands of times
     "AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT": "1000000",
+    "AUTH_LOGIN_IP_LIMIT": "1000000",  # setup: 100 users, 1,000 logins, all from 127.0.0.1
+    "AUTH_REGISTER_IP_LIMIT": "1000000",
+    "AUTH_CLIENT_AUTH_FAILURE_LIMIT": "1000000",  # (f) sets every *_LIMIT back to its default
     # The default (30 s): when a verified client secret lapses under load, one request re-runs
     # argon2 and the others wait for it (single-flight), so a run sees that cost once or not.
     "AUTH_CLIENT_AUTH_CACHE_SECONDS": "30",
 }
-
-
-def hash_parameters() -> dict[str, int]:
-    fields = Settings.model_fields
-    return {
-        "memory_kib": int(fields["password_hash_memory_kib"].default),
-        "time_cost": int(fields["password_hash_time_cost"].default),
-        "parallelism": int(fields["password_hash_parallelism"].default),
-    }
 
 
 def service_env(database_url: str, prefix: str) -> dict[str, str]:
@@ -106,7 +103,6 @@ def run_scenarios(
     loads: list[Wrk] = []
     results: dict[str, Result] = {}
     try:
-        subprocess.run([BIN / "auth-service", "migrate"], env=env, check=True, capture_output=True)
         server = Server(env)
         servers.append(server)
         base = server.start().base
@@ -253,12 +249,6 @@ def run_scenarios(
             server.stop()
 
 
-def server_etag(base: str) -> str:
-    import httpx
-
-    return httpx.get(f"{base}/.well-known/jwks.json", timeout=10).headers["etag"]
-
-
 def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str, bool, str]]:
     a, b, cold, c = results["a"], results["b"], results["b-cold"], results["c"]
     e, under = results["e"], results["b-under-e"]
@@ -299,9 +289,12 @@ def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str,
 
 
 def report(
-    args: argparse.Namespace, results: dict[str, Result], hash_seconds: float, token_size: int
+    args: argparse.Namespace,
+    results: dict[str, Result],
+    hash_seconds: float,
+    token_size: int,
+    flooded: flood.FloodResult | None,
 ) -> None:
-    ceiling = results["a"].requests_per_second
     cost = hash_parameters()
     print(
         f"\nauth-service benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
@@ -309,24 +302,31 @@ def report(
         + ("" if can_pin() else " (taskset unavailable: not pinned)")
         + f", {args.seconds} s per scenario ({args.refresh_seconds} s for (d); (a) and (b): "
         f"{args.rounds} alternating rounds each), "
-        f"-c{args.connections} ((d) -c{REFRESH_CONNECTIONS}, (e) -c{LOGIN_CONNECTIONS})"
+        f"-c{args.connections} ((d) -c{REFRESH_CONNECTIONS}, (e) -c{LOGIN_CONNECTIONS}, "
+        f"(f) -c{flood.FLOOD_CONNECTIONS})" + ("" if args.only is None else f"; only {args.only}")
     )
     print(
         f"argon2id m={cost['memory_kib']} t={cost['time_cost']} p={cost['parallelism']}: "
-        f"{hash_seconds * 1000:.1f} ms a hash (mean of 20, in-process, core 0); "
-        f"access tokens {token_size} bytes"
+        f"{hash_seconds * 1000:.1f} ms a hash (mean of 20, in-process, core 0)"
+        + (f"; access tokens {token_size} bytes" if token_size else "")
     )
-    print("| scenario | req/s | ratio to (a) | p50 ms | p99 ms | errors | notes |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    order = ["a", "jwks", "jwks304", "b", "b-cold", "b-cold-store", "c", "d", "e", "b-under-e"]
-    for r in (results[key] for key in order):
-        print(
-            f"| {r.name} | {r.requests_per_second:,.0f} | "
-            f"{r.requests_per_second / ceiling:.3f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-            f"{r.errors} | {'; '.join(r.notes)} |"
-        )
+    checks = verdicts(results, hash_seconds) if "a" in results else []
+    if "a" in results:
+        ceiling = results["a"].requests_per_second
+        print("| scenario | req/s | ratio to (a) | p50 ms | p99 ms | errors | notes |")
+        print("|---|---:|---:|---:|---:|---:|---|")
+        order = ["a", "jwks", "jwks304", "b", "b-cold", "b-cold-store", "c", "d", "e"]
+        for r in (results[key] for key in [*order, "b-under-e"]):
+            print(
+                f"| {r.name} | {r.requests_per_second:,.0f} | "
+                f"{r.requests_per_second / ceiling:.3f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                f"{r.errors} | {'; '.join(r.notes)} |"
+            )
+    if flooded is not None:
+        print("\n".join(flood.table(flooded)))
+        checks += flood.verdicts(flooded)
     print("\nTargets:")
-    for label, passed, detail in verdicts(results, hash_seconds):
+    for label, passed, detail in checks:
         print(f"- {'PASS' if passed else 'FAIL'} {label}: {detail}")
 
 
@@ -340,6 +340,7 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating rounds of (a) and (b) (default 3)"
     )
+    parser.add_argument("--only", choices=["a-e", "f"], help="(a)-(e) only, or (f) only")
     args = parser.parse_args()
     if args.seconds is not None and args.seconds < 1:
         parser.error("--seconds must be at least 1")
@@ -353,10 +354,17 @@ def main() -> int:
     database = f"auth_bench_{uuid.uuid4().hex[:8]}"
     prefix = f"authbench:{database}:"
     admin(PG_ADMIN, f'CREATE DATABASE "{database}"')
+    results: dict[str, Result] = {}
+    token_size, flooded = 0, None
     try:
         env = service_env(PG_ADMIN.rsplit("/", 1)[0] + "/" + database, prefix)
-        with tempfile.TemporaryDirectory(prefix="auth-bench-") as workdir:
-            results, token_size = run_scenarios(args, env, Path(workdir), hash_seconds)
+        subprocess.run([BIN / "auth-service", "migrate"], env=env, check=True, capture_output=True)
+        if args.only != "f":
+            with tempfile.TemporaryDirectory(prefix="auth-bench-") as workdir:
+                results, token_size = run_scenarios(args, env, Path(workdir), hash_seconds)
+        if args.only != "a-e":
+            flooded = flood.run_flood(env, BENCH_SETTINGS, args.seconds)
+            results["f"] = flooded.flood
     finally:
         admin(PG_ADMIN, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         try:
@@ -364,7 +372,7 @@ def main() -> int:
         except Exception as exc:  # the numbers stand; say what was left behind
             print(f"bench: could not delete the Redis keys {prefix}*: {exc}", file=sys.stderr)
 
-    report(args, results, hash_seconds, token_size)
+    report(args, results, hash_seconds, token_size, flooded)
     failed = [r.name for r in results.values() if r.errors]
     if failed:
         print(f"\nbench: requests failed in: {', '.join(failed)}", file=sys.stderr)

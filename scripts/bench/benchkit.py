@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +17,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
+
+from auth_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -33,6 +36,7 @@ class Result:
     errors: int
     requests: int
     notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # a script's "COUNTS {...}" line
 
 
 async def _admin(url: str, statements: tuple[str, ...]) -> None:
@@ -135,6 +139,7 @@ class Wrk:
         script: str = "report.lua",
         headers: dict[str, str] | None = None,
         script_args: tuple[str, ...] = (),
+        timeout: int = 10,
     ) -> None:
         self.name = name
         command = [
@@ -144,7 +149,7 @@ class Wrk:
             f"-c{connections}",
             f"-d{seconds}s",
             "--timeout",
-            "10s",
+            f"{timeout}s",
             "--latency",
             "-s",
             str(LUA_DIR / script),
@@ -168,6 +173,7 @@ class Wrk:
         if process.returncode != 0 or not lines:
             raise RuntimeError(f"wrk failed for {self.name} ({process.returncode}): {stderr}")
         data = json.loads(lines[-1].removeprefix("BENCH "))
+        counts = [line for line in stdout.splitlines() if line.startswith("COUNTS ")]
         return Result(
             name=self.name,
             requests_per_second=data["requests"] / (data["duration_us"] / 1e6),
@@ -175,7 +181,14 @@ class Wrk:
             p99_ms=data["p99_us"] / 1000,
             errors=data["socket_errors"] + data["non_2xx"] + data.get("invalid", 0),
             requests=data["requests"],
+            counts=json.loads(counts[-1].removeprefix("COUNTS ")) if counts else {},
         )
+
+    def interrupt(self) -> Result:
+        """End the run now (wrk stops on SIGINT and reports what it did so far)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.result()
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -212,6 +225,16 @@ def run_wrk(name: str, url: str, **options: object) -> Result:
         return wrk.result()
     finally:
         wrk.stop()
+
+
+def hash_parameters() -> dict[str, int]:
+    """The production argon2id cost: the settings' defaults."""
+    fields = Settings.model_fields
+    return {
+        "memory_kib": int(fields["password_hash_memory_kib"].default),
+        "time_cost": int(fields["password_hash_time_cost"].default),
+        "parallelism": int(fields["password_hash_parallelism"].default),
+    }
 
 
 def argon2_hash_seconds(

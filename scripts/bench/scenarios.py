@@ -112,6 +112,10 @@ def check_validation(base: str, basic: str, tokens: list[str]) -> None:
         raise RuntimeError(f"/validate/batch: {many.status_code} {many.text[:300]}")
 
 
+def server_etag(base: str) -> str:
+    return httpx.get(f"{base}/.well-known/jwks.json", timeout=10).headers["etag"]
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines))
     return path

@@ -126,6 +126,8 @@ async def test_a_sprayer_is_stopped_but_the_owner_on_a_known_ip_still_logs_in(
         assert (await _login(client, EMAIL, PASSWORD, "203.0.113.51")).status_code == 429
         # ...but the owner's known IP is not, and stays bound by its own pair limit.
         assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 200
+        # The owner's success does not hand the sprayer a fresh budget.
+        assert (await _login(client, EMAIL, "yet another guess", "203.0.113.52")).status_code == 429
         for _ in range(5):
             assert (await _login(client, EMAIL, "typo in it!!", home)).status_code == 401
         assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 429

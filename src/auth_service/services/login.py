@@ -10,8 +10,9 @@ Order of the password step, each step before any slower one:
 3. ``login:pair:<email>:<ip>`` and, unless the pair is known, ``login:acct:<email>``;
 4. argon2 (a known pair's verification is urgent in the hashing queue; an unknown email runs
    the dummy verification, for the same time and the same answer);
-5. on success the pair and account counters reset, and one write transaction (a rehash, the
-   session) commits before the token pair is returned.
+5. on success the pair counter resets (and the account counter, unless the pair is known: it
+   was not held by it, and the owner's login must not re-arm a sprayer), and one write
+   transaction (a rehash, the session) commits before the token pair is returned.
 
 Second step: ``mfa:<sha256(mfa_token)>`` → ``{"user_id"}`` for ``AUTH_MFA_TOKEN_TTL_SECONDS``
 (opaque, 256 bits, bound to the user, deleted on use: single use even under concurrency);
@@ -97,7 +98,14 @@ async def login_with_password(
     if user.disabled:
         raise AccountDisabledError()
     assert address is not None
-    await reset_counters(ctx.store, [pair_key(address, ip), account_key(address)])
+    # A known pair was not held by the account-wide counter, so its success does not reset
+    # it either: the owner logging in from home must not hand a sprayer a fresh budget.
+    spent = (
+        [pair_key(address, ip)]
+        if candidate.known
+        else [pair_key(address, ip), account_key(address)]
+    )
+    await reset_counters(ctx.store, spent)
     stale = ctx.hasher.needs_rehash(user.password_hash)
     rehashed = await ctx.hasher.hash(password) if stale else None
     async with ctx.sessionmaker.begin() as db:
