@@ -13,6 +13,7 @@ from auth_service.api.errors import install_error_handlers
 from auth_service.api.middleware import RequestContextMiddleware
 from auth_service.api.routes import account, admin, auth, health, validate, wellknown
 from auth_service.api.schemas.common import error_responses
+from auth_service.api.shedding import LoadSheddingMiddleware
 from auth_service.container import Container, build_container, start, stop
 from auth_service.settings import Settings
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             allow_headers=["Authorization", "Content-Type"],
             allow_credentials=False,
         )
+    app.add_middleware(LoadSheddingMiddleware)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)

@@ -149,3 +149,82 @@ async def test_registrations_are_limited_per_ip(flood_app: Any) -> None:
             assert await _register(client, f"user{n}@example.com", "203.0.113.9") == 201
         assert await _register(client, "user9@example.com", "203.0.113.9") == 429
         assert await _register(client, "user9@example.com", "2001:db8::1") == 201
+
+
+async def test_a_full_normal_lane_sheds_strangers_before_any_work_but_not_a_known_device(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> None:
+    """Under a flood the strangers' lane is full: their logins and registrations are refused
+    at once (no store write, no database read), while a device that logged in before goes on
+    and is served by the urgent lane."""
+    container = make_container(make_settings(trusted_proxies="127.0.0.1", login_ip_limit=1))
+    async with started(container) as service:
+        client = service.client
+        assert await _register(client, EMAIL) == 201
+        home = "198.51.100.20"
+        assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 200
+        queue = container.sessions.hasher.queue
+        queue.full = lambda *, urgent: not urgent  # type: ignore[method-assign]
+        for _ in range(2):  # refused before the per-IP counter is even touched
+            shed = await _login(client, EMAIL, PASSWORD, "203.0.113.77")
+            assert shed.status_code == 503 and shed.json()["error"] == "server_busy"
+            assert shed.headers["Retry-After"] == "1"
+        assert await _register(client, "new@example.com", "203.0.113.78") == 503
+        del queue.full
+        # The stranger's IP was never counted: its one allowed attempt is still there.
+        assert (await _login(client, EMAIL, PASSWORD, "203.0.113.77")).status_code == 200
+        queue.full = lambda *, urgent: not urgent  # type: ignore[method-assign]
+        # The home device: login_ip_limit=1 was spent by its first login, so a 429 here
+        # shows it got past the shedding (and the limit still holds it).
+        assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 429
+
+
+async def test_shed_requests_are_answered_late_but_the_tarpit_is_bounded() -> None:
+    """A shed request waits before its 503 (a flooding client that waits for answers slows
+    down); beyond MAX_TARPITTED waiting requests the answer comes at once."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from auth_service.api import shedding
+
+    class Full:
+        def full(self, *, urgent: bool) -> bool:
+            return True
+
+    sessions = SimpleNamespace(
+        hasher=SimpleNamespace(queue=Full()),
+        settings=SimpleNamespace(trusted_proxies=[]),
+        recent_logins={},
+    )
+    app = SimpleNamespace(state=SimpleNamespace(container=SimpleNamespace(sessions=sessions)))
+    reached: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    middleware = shedding.LoadSheddingMiddleware(inner, delay_seconds=0.2)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/auth/login",
+        "app": app,
+        "headers": [],
+        "client": ("203.0.113.1", 1),
+    }
+    started_at = time.monotonic()
+    await asyncio.gather(*(middleware(scope, None, send) for _ in range(5)))  # type: ignore[arg-type]
+    assert 0.2 <= time.monotonic() - started_at < 1.0  # they wait together, not in turn
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503] * 5
+    assert middleware.tarpitted == 0 and reached == []
+    middleware.tarpitted = shedding.MAX_TARPITTED  # the tarpit is full: answered at once
+    started_at = time.monotonic()
+    await middleware(scope, None, send)  # type: ignore[arg-type]
+    assert time.monotonic() - started_at < 0.1
+    await middleware({**scope, "path": "/validate"}, None, send)  # type: ignore[arg-type]
+    assert reached == ["/validate"]

@@ -12,26 +12,29 @@ import threading
 import pytest
 
 from auth_service.crypto.hash_queue import HashQueue
-from auth_service.crypto.passwords import PasswordHasher
+from auth_service.crypto.passwords import PasswordHasher, usable_cores
 from auth_service.errors import ServerBusyError
 
 
-async def test_a_full_normal_queue_refuses_at_once_but_urgent_work_still_queues() -> None:
+async def test_a_full_normal_lane_refuses_at_once_and_never_holds_up_urgent_work() -> None:
     queue = HashQueue(slots=1, limit=2)
-    await queue.acquire(urgent=False)  # the one slot is taken
+    await queue.acquire(urgent=False)  # the normal lane's one slot is taken
     waiting = [asyncio.ensure_future(queue.acquire(urgent=False)) for _ in range(2)]
     await asyncio.sleep(0)
+    assert queue.full(urgent=False) and not queue.full(urgent=True)
     with pytest.raises(ServerBusyError) as refused:
         await queue.acquire(urgent=False)
     assert refused.value.status_code == 503 and refused.value.code == "server_busy"
     assert refused.value.headers["Retry-After"] == "1"
-    urgent = asyncio.ensure_future(queue.acquire(urgent=True))
+    # Urgent work has its own slot: it runs now, not after the normal lane's waiters.
+    await asyncio.wait_for(queue.acquire(urgent=True), 0.1)
+    urgent_waiter = asyncio.ensure_future(queue.acquire(urgent=True))
     await asyncio.sleep(0)
-    queue.release()  # the slot goes to the urgent waiter, before the two that came first
+    queue.release(urgent=True)  # an urgent slot goes to the urgent waiter only
     await asyncio.sleep(0)
-    assert urgent.done() and not any(w.done() for w in waiting)
+    assert urgent_waiter.done() and not any(w.done() for w in waiting)
     for _ in waiting:
-        queue.release()
+        queue.release(urgent=False)
         await asyncio.sleep(0)
     assert all(w.done() for w in waiting)
 
@@ -45,9 +48,9 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     await asyncio.gather(waiter, return_exceptions=True)
     second = asyncio.ensure_future(queue.acquire(urgent=False))  # the place is free again
     await asyncio.sleep(0)
-    queue.release()
+    queue.release(urgent=False)
     await asyncio.wait_for(second, 1)
-    queue.release()
+    queue.release(urgent=False)
     await queue.acquire(urgent=False)  # and the slot came back: nothing leaked
 
 
@@ -72,7 +75,7 @@ async def test_the_hasher_runs_at_most_one_hash_per_slot_and_bounds_the_rest() -
     hasher._verify_sync = blocked  # type: ignore[method-assign]
     try:
         stored = await hasher.hash("a password of some length")
-        slots = hasher.queue._free
+        slots = usable_cores()
         calls = [
             asyncio.ensure_future(hasher.verify(stored, "a password of some length"))
             for _ in range(slots + 3)
@@ -80,12 +83,14 @@ async def test_the_hasher_runs_at_most_one_hash_per_slot_and_bounds_the_rest() -
         await asyncio.sleep(0.05)
         with pytest.raises(ServerBusyError):  # slots running + 3 waiting: the next is refused
             await hasher.verify(stored, "a password of some length")
+        assert peak == slots  # the normal lane: one hash per slot, the rest wait
         known = asyncio.ensure_future(hasher.verify(stored, "wrong", urgent=True))
         await asyncio.sleep(0.05)
+        assert running == slots + 1  # urgent work runs beside it at once, in its own pool
         gate.set()
         assert all(await asyncio.gather(*calls))
         assert await known is False
-        assert peak <= slots
+        assert peak == slots + 1
     finally:
         gate.set()
         hasher.close()

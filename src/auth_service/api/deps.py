@@ -53,9 +53,13 @@ KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
 async def get_client_ip(request: Request, settings: SettingsDep) -> str | None:
     """The peer's address; behind a trusted proxy, the nearest untrusted X-Forwarded-For hop."""
     peer = request.client.host if request.client else None
+    return resolve_client_ip(peer, request.headers.get("x-forwarded-for", ""), settings)
+
+
+def resolve_client_ip(peer: str | None, forwarded_for: str, settings: Settings) -> str | None:
     if peer is None or peer not in settings.trusted_proxies:
         return peer
-    hops = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",")]
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
     for hop in reversed([hop for hop in hops if hop]):
         if hop not in settings.trusted_proxies:
             return hop

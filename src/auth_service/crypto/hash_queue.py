@@ -1,17 +1,21 @@
-"""Admission to the argon2 pool: at most one hash per core runs, the rest wait in two bounded
-queues, and urgent work is served first.
+"""Admission to the argon2 pools: two lanes, each with one running hash per core and a
+bounded queue; a full queue refuses at once.
 
 Why: argon2 costs tens of milliseconds of CPU, so a flood of logins (made-up emails from many
-addresses: no per-IP limit stops it) would otherwise queue work without end in the thread
-pool, and every login, client authentication and registration behind it would wait for the
-whole queue. Here a full queue refuses at once (``ServerBusyError``, 503 ``server_busy`` with
-``Retry-After``), and urgent work — a service client that exists, an account logging in from
-an address it logged in from before — has a queue of its own that is served first, so a flood
-of strangers can neither starve it nor fill its queue. (One client cannot fill it either: a
-login's urgency is capped per IP group, ``services/login.py``; a client id's by its failure
-limits, ``services/clients.py``.)
+addresses: no per-IP limit stops it) would otherwise queue work without end, and every login,
+client authentication and registration behind it would wait for the whole queue. Here:
 
-Event-loop only (no thread locks): the admission is decided on the loop; the pool runs the hash.
+- the *normal* lane (strangers: unknown emails, new devices, registrations) runs at most one
+  hash per core and lets ``limit`` more wait; beyond that ``ServerBusyError`` (503
+  ``server_busy`` with ``Retry-After``) at once;
+- the *urgent* lane (a service client that exists, an account logging in from an address it
+  logged in from before) has slots and a queue of its own, so it never waits behind the
+  normal lane's work, and its threads run at normal priority while the normal lane's run
+  niced (``crypto/passwords.py``): a flood of strangers can neither starve it nor fill its
+  queue. One client cannot fill it either: a login's urgency is capped per IP group
+  (``services/login.py``), a client id's by its failure limits (``services/clients.py``).
+
+Event-loop only (no thread locks): admission is decided on the loop; the pools run the hash.
 """
 
 from __future__ import annotations
@@ -23,28 +27,24 @@ from collections import deque
 from auth_service.errors import ServerBusyError
 
 
-class HashQueue:
-    def __init__(self, *, slots: int, limit: int) -> None:
-        self._free = slots
-        self._limit = limit
-        self._urgent: deque[asyncio.Future[None]] = deque()
-        self._normal: deque[asyncio.Future[None]] = deque()
+class _Lane:
+    def __init__(self, slots: int, limit: int) -> None:
+        self.free = slots
+        self.limit = limit
+        self.waiters: deque[asyncio.Future[None]] = deque()
 
     @property
-    def waiting(self) -> int:
-        return len(self._urgent) + len(self._normal)
+    def full(self) -> bool:
+        return self.free <= 0 and len(self.waiters) >= self.limit
 
-    async def acquire(self, *, urgent: bool) -> None:
-        """Take a slot, waiting in the urgent or the normal queue; ``ServerBusyError`` if that
-        queue already holds ``limit`` waiters. Pair with ``release``."""
-        if self._free > 0 and not self.waiting:
-            self._free -= 1
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
             return
-        queue = self._urgent if urgent else self._normal
-        if len(queue) >= self._limit:
+        if len(self.waiters) >= self.limit:
             raise ServerBusyError()
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue.append(ticket)
+        self.waiters.append(ticket)
         try:
             await ticket
         except asyncio.CancelledError:
@@ -52,18 +52,39 @@ class HashQueue:
                 self.release()  # the slot was handed over just as the waiter went away
             else:
                 with contextlib.suppress(ValueError):  # release() may have dropped it already
-                    queue.remove(ticket)
+                    self.waiters.remove(ticket)
             raise
 
     def release(self) -> None:
-        """Hand the slot to the next waiter (urgent first), or free it."""
-        for queue in (self._urgent, self._normal):
-            while queue:
-                ticket = queue.popleft()
-                if not ticket.done():
-                    ticket.set_result(None)
-                    return
-        self._free += 1
+        while self.waiters:
+            ticket = self.waiters.popleft()
+            if not ticket.done():
+                ticket.set_result(None)
+                return
+        self.free += 1
+
+
+class HashQueue:
+    def __init__(self, *, slots: int, limit: int) -> None:
+        self._lanes = {True: _Lane(slots, limit), False: _Lane(slots, limit)}
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(lane.waiters) for lane in self._lanes.values())
+
+    def full(self, *, urgent: bool) -> bool:
+        """Whether work of this lane would be refused right now (for shedding a request
+        before it does any other work)."""
+        return self._lanes[urgent].full
+
+    async def acquire(self, *, urgent: bool) -> None:
+        """Take a slot of the lane, waiting in its queue; ``ServerBusyError`` if that queue
+        already holds ``limit`` waiters. Pair with ``release`` of the same lane."""
+        await self._lanes[urgent].acquire()
+
+    def release(self, *, urgent: bool) -> None:
+        """Hand the slot to the lane's next waiter, or free it."""
+        self._lanes[urgent].release()
 
 
 __all__ = ["HashQueue"]

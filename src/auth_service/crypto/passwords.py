@@ -38,10 +38,11 @@ _T = TypeVar("_T")
 
 
 class PasswordHasher:
-    """argon2id with the given cost; async methods run in a thread pool.
+    """argon2id with the given cost; async methods run in thread pools.
 
-    The pool is sized to ``os.cpu_count()`` and owned by the hasher unless one is passed in;
-    ``close()`` shuts down an owned pool (a pool passed in belongs to the caller).
+    Two pools (normal and urgent work, see ``hash_queue.py``), each sized to the usable
+    cores and owned by the hasher unless one is passed in (then it serves both lanes);
+    ``close()`` shuts down owned pools (a pool passed in belongs to the caller).
     """
 
     def __init__(
@@ -64,11 +65,18 @@ class PasswordHasher:
         )
         self._owns_executor = executor is None
         workers = usable_cores()
-        self._executor = executor or ThreadPoolExecutor(
-            max_workers=workers,
-            thread_name_prefix="argon2",
-            initializer=_lower_thread_priority,
-        )
+        # Two pools, one a lane of the hash queue: strangers' work runs niced, so the event
+        # loop (validation) and known users' hashes come first; known work at normal priority.
+        self._executors = {
+            False: executor
+            or ThreadPoolExecutor(
+                max_workers=workers,
+                thread_name_prefix="argon2",
+                initializer=_lower_thread_priority,
+            ),
+            True: executor
+            or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2-urgent"),
+        }
         self.queue = HashQueue(slots=workers, limit=queue_limit)
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
@@ -114,20 +122,23 @@ class PasswordHasher:
     def close(self) -> None:
         """Shut down the pool this hasher created (waiting for running work to finish)."""
         if self._owns_executor:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            for pool in self._executors.values():
+                pool.shutdown(wait=True, cancel_futures=True)
 
     # Work done in the pool --------------------------------------------------------------
     async def _run(self, function: Callable[..., _T], *args: object, urgent: bool = False) -> _T:
         loop = asyncio.get_running_loop()
         await self.queue.acquire(urgent=urgent)
         try:
-            running = self._executor.submit(function, *args)
+            running = self._executors[urgent].submit(function, *args)
         except BaseException:
-            self.queue.release()
+            self.queue.release(urgent=urgent)
             raise
         # The slot is given back when the thread is done, not when the caller stops waiting
         # (a cancelled request's hash still occupies its core until it finishes).
-        running.add_done_callback(partial(_release_on, loop, self.queue))
+        running.add_done_callback(
+            partial(_release_on, loop, partial(self.queue.release, urgent=urgent))
+        )
         return await asyncio.wrap_future(running)
 
     def _verify_sync(self, hash: str, password: str) -> bool:
@@ -147,9 +158,11 @@ class PasswordHasher:
         self._verify_sync(dummy, password)
 
 
-def _release_on(loop: asyncio.AbstractEventLoop, queue: HashQueue, _done: object) -> None:
+def _release_on(
+    loop: asyncio.AbstractEventLoop, release: Callable[[], None], _done: object
+) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing waits
-        loop.call_soon_threadsafe(queue.release)
+        loop.call_soon_threadsafe(release)
 
 
 def usable_cores() -> int:
@@ -161,8 +174,8 @@ def usable_cores() -> int:
 
 
 def _lower_thread_priority() -> None:
-    """Hashing threads yield to the event loop: logins never starve validation (Linux: the
-    nice value is per thread)."""
+    """Strangers' hashing threads yield to the event loop and to known users' hashes: a login
+    flood never starves validation (Linux: the nice value is per thread)."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 

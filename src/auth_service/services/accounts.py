@@ -29,6 +29,7 @@ from auth_service.errors import (
     InvalidRequestError,
     NotFoundError,
     RegistrationClosedError,
+    ServerBusyError,
     UnauthorizedError,
 )
 from auth_service.services.limits import ip_group, take_attempt
@@ -94,6 +95,8 @@ async def register(
     if limited:
         if not ctx.settings.registration_open:
             raise RegistrationClosedError()
+        if ctx.hasher.queue.full(urgent=False):
+            raise ServerBusyError()  # refused before any work: it would be refused at the hash
         await take_attempt(
             ctx.store,
             f"register:ip:{ip_group(ip)}",

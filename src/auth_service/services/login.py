@@ -38,6 +38,7 @@ from auth_service.errors import (
     InvalidCredentialsError,
     InvalidMfaCodeError,
     InvalidMfaTokenError,
+    ServerBusyError,
 )
 from auth_service.services.accounts import find_by_email, try_normalize_email
 from auth_service.services.limits import (
@@ -58,6 +59,7 @@ from auth_service.services.totp import TotpContext, accept_totp, looks_like_totp
 MFA_TOKEN_FAILURES = 5  # wrong codes that burn an mfa_token
 KNOWN_SESSIONS_LOOKED_AT = 200  # the user's newest sessions searched for the client's IP
 URGENT_LOGINS_PER_IP = 2  # urgent hashes in flight per IP group (per instance)
+RECENT_LOGINS_KEPT = 65_536  # IP groups remembered for load shedding (per instance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ async def login_with_password(
     user_agent: str | None,
 ) -> TokenPair | MfaChallenge:
     settings = ctx.settings
+    _shed_if_busy(ctx, ip)
     await take_attempt(ctx.store, from_ip_key(ip), settings.login_ip_limit)
     address = try_normalize_email(email)
     candidate = await _find_candidate(ctx, address, ip) if address is not None else None
@@ -115,9 +118,33 @@ async def login_with_password(
         if rehashed is not None and current.password_hash == user.password_hash:
             current.password_hash = rehashed
             current.updated_at = ctx.clock.now()
+        _remember_login(ctx, ip)
         if current.mfa_enabled:
             return await _challenge(ctx, current)
         return await start_session(ctx, db, current, amr=["pwd"], ip=ip, user_agent=user_agent)
+
+
+def sheds_login(ctx: SessionContext, ip: str | None) -> bool:
+    """Whether a login from ``ip`` is refused at once (503 server_busy). Under a flood the
+    normal hashing lane is full, and a stranger's login would be refused after a store write,
+    a database read and another store write: refused first instead, at no cost, so the flood
+    cannot take the event loop from everyone else (``api/shedding.py`` asks this before the
+    request is even parsed). An IP group that logged in on this instance lately goes on: it
+    may be a known device, which the database read decides (this hint grants nothing else)."""
+    return ctx.hasher.queue.full(urgent=False) and ip_group(ip) not in ctx.recent_logins
+
+
+def _shed_if_busy(ctx: SessionContext, ip: str | None) -> None:
+    if sheds_login(ctx, ip):
+        raise ServerBusyError()
+
+
+def _remember_login(ctx: SessionContext, ip: str | None) -> None:
+    recent = ctx.recent_logins
+    recent[ip_group(ip)] = None
+    recent.move_to_end(ip_group(ip))
+    while len(recent) > RECENT_LOGINS_KEPT:
+        recent.popitem(last=False)
 
 
 async def _verify(

@@ -119,6 +119,7 @@ class RedisStore:
         *,
         socket_timeout: float = 2.0,
         health_check_interval: int = 15,
+        max_connections: int = 1000,
     ) -> RedisStore:
         """A store with its own client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
@@ -126,6 +127,9 @@ class RedisStore:
         """
         client = Redis.from_url(
             url,
+            # redis-py's pool fails at once past its size (100 by default): a burst of
+            # requests would turn into 503s. Connections to Redis are cheap; bound them high.
+            max_connections=max_connections,
             decode_responses=True,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
