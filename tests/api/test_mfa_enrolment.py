@@ -125,3 +125,45 @@ async def test_disabling_signs_out_the_other_sessions_and_mails_the_user(
     assert (await service.client.get("/auth/me", headers=other)).status_code == 401
     subjects = [mail["subject"] for mail in mails(mail_file)]
     assert subjects[-1] == "Two-factor authentication was turned off"
+
+
+async def _wrong_change(service: Service, bearer: dict[str, str]) -> int:
+    guess = await service.client.post(
+        "/auth/password/change",
+        json={"current_password": "a wrong guess!!", "new_password": "a brand new passphrase"},
+        headers=bearer,
+    )
+    return guess.status_code
+
+
+async def test_a_successful_password_change_clears_the_account_counter(service: Service) -> None:
+    user = await register_and_login(service)
+    assert [await _wrong_change(service, user.bearer) for _ in range(2)] == [401, 401]
+    changed = await service.client.post(
+        "/auth/password/change",
+        json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+        headers=user.bearer,
+    )
+    assert changed.status_code == 204
+    # Limit 3: without the reset the second of these would be the 4th attempt (429).
+    assert [await _wrong_change(service, user.bearer) for _ in range(2)] == [401, 401]
+
+
+async def test_a_successful_totp_disable_clears_the_account_counter(
+    service: Service, clock: FrozenClock
+) -> None:
+    mfa = await enable_totp(service, clock)
+    for _ in range(2):
+        wrong = await service.client.post(
+            "/auth/mfa/totp/disable",
+            json={"password": "a wrong guess!!", "code": code_at(mfa.secret, clock)},
+            headers=mfa.user.bearer,
+        )
+        assert_error(wrong, 401, "invalid_credentials")
+    disabled = await service.client.post(
+        "/auth/mfa/totp/disable",
+        json={"password": PASSWORD, "code": code_at(mfa.secret, clock)},
+        headers=mfa.user.bearer,
+    )
+    assert disabled.status_code == 204, disabled.text
+    assert [await _wrong_change(service, mfa.user.bearer) for _ in range(2)] == [401, 401]
