@@ -174,30 +174,30 @@ async def test_a_full_normal_lane_sheds_strangers_before_any_work_but_not_a_know
         # The stranger's IP was never counted: its one allowed attempt is still there.
         assert (await _login(client, EMAIL, PASSWORD, "203.0.113.77")).status_code == 200
         queue.full = lambda *, urgent: not urgent  # type: ignore[method-assign]
+        # Another account's login from the home IP is a stranger's: shed (having logged in
+        # once from an address does not let a flood from it past the edge).
+        other = await _login(client, "someone.else@example.com", PASSWORD, home)
+        assert other.status_code == 503 and other.json()["error"] == "server_busy"
         # The home device: login_ip_limit=1 was spent by its first login, so a 429 here
         # shows it got past the shedding (and the limit still holds it).
         assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 429
 
 
-async def test_shed_requests_are_answered_late_but_the_tarpit_is_bounded() -> None:
+async def test_shed_requests_are_answered_late_but_the_tarpit_is_bounded(
+    make_container: Callable[..., Container],
+) -> None:
     """A shed request waits before its 503 (a flooding client that waits for answers slows
     down); beyond MAX_TARPITTED waiting requests the answer comes at once."""
     import asyncio
+    import json
     import time
-    from types import SimpleNamespace
 
     from auth_service.api import shedding
 
-    class Full:
-        def full(self, *, urgent: bool) -> bool:
-            return True
-
-    sessions = SimpleNamespace(
-        hasher=SimpleNamespace(queue=Full()),
-        settings=SimpleNamespace(trusted_proxies=[]),
-        recent_logins={},
-    )
-    app = SimpleNamespace(state=SimpleNamespace(container=SimpleNamespace(sessions=sessions)))
+    container = make_container()
+    container.sessions.hasher.queue.full = lambda *, urgent: not urgent  # type: ignore[method-assign]
+    app = type("App", (), {})()
+    app.state = type("State", (), {"container": container})()  # type: ignore[attr-defined]
     reached: list[str] = []
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
@@ -209,6 +209,11 @@ async def test_shed_requests_are_answered_late_but_the_tarpit_is_bounded() -> No
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
+    body = json.dumps({"email": "nobody@example.com", "password": "x"}).encode()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
     scope = {
         "type": "http",
         "method": "POST",
@@ -218,13 +223,15 @@ async def test_shed_requests_are_answered_late_but_the_tarpit_is_bounded() -> No
         "client": ("203.0.113.1", 1),
     }
     started_at = time.monotonic()
-    await asyncio.gather(*(middleware(scope, None, send) for _ in range(5)))  # type: ignore[arg-type]
+    await asyncio.gather(*(middleware(scope, receive, send) for _ in range(5)))  # type: ignore[arg-type]
     assert 0.2 <= time.monotonic() - started_at < 1.0  # they wait together, not in turn
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503] * 5
     assert middleware.tarpitted == 0 and reached == []
     middleware.tarpitted = shedding.MAX_TARPITTED  # the tarpit is full: answered at once
     started_at = time.monotonic()
-    await middleware(scope, None, send)  # type: ignore[arg-type]
+    await middleware(scope, receive, send)  # type: ignore[arg-type]
     assert time.monotonic() - started_at < 0.1
-    await middleware({**scope, "path": "/validate"}, None, send)  # type: ignore[arg-type]
+    await middleware({**scope, "path": "/validate"}, receive, send)  # type: ignore[arg-type]
     assert reached == ["/validate"]
+    await container.engine.dispose()
+    container.hasher.close()

@@ -137,3 +137,27 @@ async def test_one_ip_with_many_known_accounts_cannot_fill_the_urgent_queue(
         assert [r.status_code for r in await asyncio.gather(*flood)] == [200] * len(accounts)
         assert container.sessions.urgent_logins == {}
     held.close()
+
+
+async def test_an_accounts_urgent_logins_have_a_budget(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> None:
+    """Attack (second review): accounts an attacker made known keep the urgent lane full
+    with their own right-password logins. Each account gets URGENT_LOGINS_PER_ACCOUNT urgent
+    logins a window; the rest queue as normal work."""
+    from auth_service.services.login import URGENT_LOGINS_PER_ACCOUNT
+
+    container = make_container(make_settings(trusted_proxies="127.0.0.1"))
+    recording = RecordingHasher()
+    recording.go.set()
+    async with started(container) as service:
+        xff = {"X-Forwarded-For": "192.0.2.45"}
+        body = {"email": "sock@example.com", "password": PASSWORD}
+        assert (await service.client.post("/auth/register", json=body)).status_code == 201
+        assert (await service.client.post("/auth/login", json=body, headers=xff)).status_code == 200
+        container.sessions.hasher = recording
+        for _ in range(URGENT_LOGINS_PER_ACCOUNT + 2):
+            login = await service.client.post("/auth/login", json=body, headers=xff)
+            assert login.status_code == 200
+        assert recording.urgent == [True] * URGENT_LOGINS_PER_ACCOUNT + [False, False]
+    recording.close()

@@ -1,6 +1,7 @@
-"""Load shedding at the edge: while the strangers' hashing lane is full, a login or a
-registration that would be refused anyway (``services/login.py:sheds_login``) is answered
-``503 server_busy`` before FastAPI parses it.
+"""Load shedding at the edge: while the strangers' hashing lane is full, a registration, and
+a login that would be refused anyway (``services/login.py:sheds_login``: not from an
+(account, IP group) that logged in before), are answered ``503 server_busy`` before FastAPI
+parses them.
 
 Why here: under a flood of made-up logins almost every request is refused, and a refusal
 that went through routing, body parsing and dependency solving cost the event loop about
@@ -20,7 +21,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth_service.api.deps import resolve_client_ip
 from auth_service.errors import ServerBusyError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 SHED_DELAY_SECONDS = 0.5
 MAX_TARPITTED = 10_000
+MAX_LOGIN_BODY = 8192
 _LOGIN = "/auth/login"
 _REGISTER = "/auth/register"
 _BUSY = ServerBusyError()
@@ -49,33 +51,88 @@ class LoadSheddingMiddleware:
         self.tarpitted = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and self._sheds(scope):
-            if self.delay_seconds > 0 and self.tarpitted < MAX_TARPITTED:
-                self.tarpitted += 1
-                try:
-                    await asyncio.sleep(self.delay_seconds)
-                finally:
-                    self.tarpitted -= 1
-            await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
-            await send({"type": "http.response.body", "body": _BODY})
+        container = self._container(scope)
+        if container is None or not container.sessions.hasher.queue.full(urgent=False):
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        ctx = container.sessions
+        if scope["path"] == _REGISTER:
+            await self._shed(send)
+            return
+        # A login: its email decides (a known device goes on). The body is read here (it is
+        # small; RequestContextMiddleware caps it) and handed on unchanged.
+        body = await _read_body(receive)
+        email = _email_of(body)
+        peer = scope.get("client")
+        ip = resolve_client_ip(peer[0] if peer else None, _forwarded_for(scope), ctx.settings)
+        if email is None or await sheds_login(ctx, email, ip):
+            await self._shed(send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _shed(self, send: Send) -> None:
+        if self.delay_seconds > 0 and self.tarpitted < MAX_TARPITTED:
+            self.tarpitted += 1
+            try:
+                await asyncio.sleep(self.delay_seconds)
+            finally:
+                self.tarpitted -= 1
+        await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
+        await send({"type": "http.response.body", "body": _BODY})
 
     @staticmethod
-    def _sheds(scope: Scope) -> bool:
-        path = scope["path"]
-        if path not in (_LOGIN, _REGISTER):
-            return False
-        container: Container | None = getattr(scope["app"].state, "container", None)
-        if container is None:
-            return False
-        ctx = container.sessions
-        if path == _REGISTER:
-            return ctx.hasher.queue.full(urgent=False)
-        forwarded = ""
-        for name, value in scope.get("headers", []):
-            if name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
-        client = scope.get("client")
-        peer = client[0] if client else None
-        return sheds_login(ctx, resolve_client_ip(peer, forwarded, ctx.settings))
+    def _container(scope: Scope) -> Container | None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return None
+        if scope.get("path") not in (_LOGIN, _REGISTER):
+            return None
+        app = scope.get("app")
+        container: Container | None = getattr(getattr(app, "state", None), "container", None)
+        return container
+
+
+def _forwarded_for(scope: Scope) -> str:
+    """The first X-Forwarded-For header, as ``Request.headers.get`` reads it."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-forwarded-for":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_LOGIN_BODY:
+            break  # no login body is this large: shed it
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+    return b""
+
+
+def _email_of(body: bytes) -> str | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    email = parsed.get("email") if isinstance(parsed, dict) else None
+    return email if isinstance(email, str) else None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

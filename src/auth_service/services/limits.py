@@ -64,6 +64,18 @@ def pair_key(address: str, ip: str | None) -> str:
     return f"login:pair:{address}:{ip_group(ip)}"
 
 
+def device_key(address: str, ip: str | None) -> str:
+    """Set when the account logged in from this IP group: a load-shedding hint only (the
+    database's sessions decide whether the pair is known)."""
+    return f"login:device:{address}:{ip_group(ip)}"
+
+
+def urgent_key(address: str) -> str:
+    """Counts an account's urgent (known-device) logins: past its budget they queue as
+    normal work, so accounts an attacker owns cannot keep the urgent lane full."""
+    return f"login:urgent:{address}"
+
+
 def account_key(address: str) -> str:
     """``address`` is a normalised email (``accounts.normalize_email``), as stored."""
     return f"login:acct:{address}"

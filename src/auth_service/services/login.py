@@ -42,8 +42,10 @@ from auth_service.errors import (
 )
 from auth_service.services.accounts import find_by_email, try_normalize_email
 from auth_service.services.limits import (
+    LOGIN_WINDOW,
     MFA_USER_ATTEMPTS,
     account_key,
+    device_key,
     from_ip_key,
     guard_store,
     ip_group,
@@ -52,14 +54,17 @@ from auth_service.services.limits import (
     reset_counters,
     take_attempt,
     take_attempts,
+    urgent_key,
 )
 from auth_service.services.sessions import SessionContext, TokenPair, start_session
 from auth_service.services.totp import TotpContext, accept_totp, looks_like_totp, use_recovery_code
+from auth_service.store.base import StoreUnavailableError
 
 MFA_TOKEN_FAILURES = 5  # wrong codes that burn an mfa_token
 KNOWN_SESSIONS_LOOKED_AT = 200  # the user's newest sessions searched for the client's IP
 URGENT_LOGINS_PER_IP = 2  # urgent hashes in flight per IP group (per instance)
-RECENT_LOGINS_KEPT = 65_536  # IP groups remembered for load shedding (per instance)
+URGENT_LOGINS_PER_ACCOUNT = 60  # per LOGIN_WINDOW: more than any person logs in; an
+# attacker needs over a thousand accounts to keep two urgent slots busy with them
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +88,8 @@ async def login_with_password(
     user_agent: str | None,
 ) -> TokenPair | MfaChallenge:
     settings = ctx.settings
-    _shed_if_busy(ctx, ip)
+    if await sheds_login(ctx, email, ip):
+        raise ServerBusyError()
     await take_attempt(ctx.store, from_ip_key(ip), settings.login_ip_limit)
     address = try_normalize_email(email)
     candidate = await _find_candidate(ctx, address, ip) if address is not None else None
@@ -92,15 +98,14 @@ async def login_with_password(
         if candidate is None or not candidate.known:
             limits.append((account_key(address), settings.login_account_failure_limit))
         await take_attempts(ctx.store, limits)
-    if candidate is None:
+    if candidate is None or address is None:
         await ctx.hasher.verify_dummy(password)
         raise InvalidCredentialsError()
     user = candidate.user
-    if not await _verify(ctx, user, password, ip, known=candidate.known):
+    if not await _verify(ctx, user, address, password, ip, known=candidate.known):
         raise InvalidCredentialsError()
     if user.disabled:
         raise AccountDisabledError()
-    assert address is not None
     # A known pair was not held by the account-wide counter, so its success does not reset
     # it either: the owner logging in from home must not hand a sprayer a fresh budget.
     spent = (
@@ -118,55 +123,67 @@ async def login_with_password(
         if rehashed is not None and current.password_hash == user.password_hash:
             current.password_hash = rehashed
             current.updated_at = ctx.clock.now()
-        _remember_login(ctx, ip)
+        await _remember_device(ctx, address, ip)
         if current.mfa_enabled:
             return await _challenge(ctx, current)
         return await start_session(ctx, db, current, amr=["pwd"], ip=ip, user_agent=user_agent)
 
 
-def sheds_login(ctx: SessionContext, ip: str | None) -> bool:
-    """Whether a login from ``ip`` is refused at once (503 server_busy). Under a flood the
-    normal hashing lane is full, and a stranger's login would be refused after a store write,
-    a database read and another store write: refused first instead, at no cost, so the flood
-    cannot take the event loop from everyone else (``api/shedding.py`` asks this before the
-    request is even parsed). An IP group that logged in on this instance lately goes on: it
-    may be a known device, which the database read decides (this hint grants nothing else)."""
-    return ctx.hasher.queue.full(urgent=False) and ip_group(ip) not in ctx.recent_logins
+async def sheds_login(ctx: SessionContext, email: str, ip: str | None) -> bool:
+    """Whether a login is refused at once (503 server_busy). Under a flood the strangers'
+    hashing lane is full, and a stranger's login would be refused after store writes and a
+    database read: refused first instead, at the cost of one store read, so the flood cannot
+    take the event loop from everyone else (``api/shedding.py`` asks this before the app
+    parses the request). A login whose (account, IP group) logged in before goes on: the
+    database read then decides whether it is a known device. The hint (``device_key``)
+    grants nothing else; if the store cannot answer, the login is shed."""
+    if not ctx.hasher.queue.full(urgent=False):
+        return False
+    address = try_normalize_email(email)
+    if address is None:
+        return True
+    try:
+        seen = await ctx.store.get_many([device_key(address, ip)])
+    except StoreUnavailableError:
+        return True
+    return seen[0] is None
 
 
-def _shed_if_busy(ctx: SessionContext, ip: str | None) -> None:
-    if sheds_login(ctx, ip):
-        raise ServerBusyError()
-
-
-def _remember_login(ctx: SessionContext, ip: str | None) -> None:
-    recent = ctx.recent_logins
-    recent[ip_group(ip)] = None
-    recent.move_to_end(ip_group(ip))
-    while len(recent) > RECENT_LOGINS_KEPT:
-        recent.popitem(last=False)
+async def _remember_device(ctx: SessionContext, address: str, ip: str | None) -> None:
+    days = ctx.settings.known_client_days
+    if days > 0 and ip_group(ip) != "-":
+        await guard_store(ctx.store.put(device_key(address, ip), "1", timedelta(days=days)))
 
 
 async def _verify(
-    ctx: SessionContext, user: User, password: str, ip: str | None, *, known: bool
+    ctx: SessionContext,
+    user: User,
+    address: str,
+    password: str,
+    ip: str | None,
+    *,
+    known: bool,
 ) -> bool:
-    """A known pair's verification is urgent, but at most ``URGENT_LOGINS_PER_IP`` of one IP
-    group at a time: one client that made many accounts "known" cannot fill the urgent
-    queue and starve the other users' known devices (the rest queue as normal work)."""
+    """A known pair's verification is urgent, within two budgets, so that accounts an attacker
+    made "known" cannot fill the urgent lane and starve the other users' known devices: at
+    most ``URGENT_LOGINS_PER_IP`` of one IP group in flight on this instance, and at most
+    ``URGENT_LOGINS_PER_ACCOUNT`` per account per window. Past either, it queues as normal."""
     group = ip_group(ip)
-    in_flight = ctx.urgent_logins.get(group, 0)
-    urgent = known and in_flight < URGENT_LOGINS_PER_IP
-    if not urgent:
-        return await ctx.hasher.verify(user.password_hash, password)
-    ctx.urgent_logins[group] = in_flight + 1
-    try:
-        return await ctx.hasher.verify(user.password_hash, password, urgent=True)
-    finally:
-        left = ctx.urgent_logins[group] - 1
-        if left:
-            ctx.urgent_logins[group] = left
-        else:
-            del ctx.urgent_logins[group]
+    if known and ctx.urgent_logins.get(group, 0) < URGENT_LOGINS_PER_IP:
+        ctx.urgent_logins[group] = ctx.urgent_logins.get(group, 0) + 1  # reserved at once
+        try:
+            budget = await guard_store(
+                ctx.store.hit(urgent_key(address), URGENT_LOGINS_PER_ACCOUNT, LOGIN_WINDOW)
+            )
+            if budget.allowed:
+                return await ctx.hasher.verify(user.password_hash, password, urgent=True)
+        finally:
+            left = ctx.urgent_logins[group] - 1
+            if left:
+                ctx.urgent_logins[group] = left
+            else:
+                del ctx.urgent_logins[group]
+    return await ctx.hasher.verify(user.password_hash, password)
 
 
 async def _find_candidate(ctx: SessionContext, address: str, ip: str | None) -> _Candidate | None:

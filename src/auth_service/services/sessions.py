@@ -15,7 +15,6 @@ import ipaddress
 import json
 import secrets
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -72,8 +71,6 @@ class SessionContext:
     password_policy: PasswordPolicy
     # Urgent (known-IP) login hashes in flight per IP group on this instance (login.py).
     urgent_logins: dict[str, int] = field(default_factory=dict)
-    # IP groups that logged in on this instance lately: a load-shedding hint only (login.py).
-    recent_logins: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     @property
     def policy(self) -> RevocationPolicy:

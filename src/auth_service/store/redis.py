@@ -119,7 +119,7 @@ class RedisStore:
         *,
         socket_timeout: float = 2.0,
         health_check_interval: int = 15,
-        max_connections: int = 1000,
+        max_connections: int = 256,
     ) -> RedisStore:
         """A store with its own client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
