@@ -40,6 +40,14 @@ def test_gen_secret_prints_86_urlsafe_characters(capsys: pytest.CaptureFixture[s
     assert first != second
 
 
+def test_gen_secret_needs_no_valid_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUTH_ACCESS_TOKEN_TTL_SECONDS", "soon")
+    assert main(["gen-secret"]) == 0
+    assert len(capsys.readouterr().out.strip()) == 86
+
+
 def test_migrate_creates_the_schema_and_is_idempotent(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from auth_service.app import create_app
-from auth_service.container import Container
+from auth_service.container import Container, running
 from auth_service.errors import ConfigurationError, KeyDecryptionError
 from auth_service.services.keys import ensure_signing_keys
 from auth_service.settings import Settings
@@ -65,3 +65,21 @@ async def test_two_instances_starting_together_share_one_key_pair(
     results = await asyncio.gather(*(start_and_report(i) for i in range(3)))
     assert len({kid for kid, _ in results}) == 1 and results[0][0] is not None
     assert len({body for _, body in results}) == 1
+
+
+async def test_running_without_serve_starts_nothing_and_always_closes(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """What the CLI's commands use: no follower, no scheduler job; torn down even on error."""
+    seen: list[Container] = []
+
+    async def failing_command() -> None:
+        async with running(make_settings(scheduler_enabled=True)) as container:
+            seen.append(container)
+            assert container.tasks == [] and container.keyring.signing is None
+            assert container.scheduler is not None and not container.scheduler._scheduler.running
+            raise RuntimeError("the command failed")
+
+    with pytest.raises(RuntimeError, match="the command failed"):
+        await failing_command()
+    assert seen[0].sessions.password_policy._closed

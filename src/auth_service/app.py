@@ -14,7 +14,7 @@ from auth_service.api.middleware import RequestContextMiddleware
 from auth_service.api.routes import account, admin, auth, health, validate, wellknown
 from auth_service.api.schemas.common import error_responses
 from auth_service.api.shedding import LoadSheddingMiddleware
-from auth_service.container import Container, build_container, start, stop
+from auth_service.container import Container, running, serving
 from auth_service.settings import Settings
 
 
@@ -26,13 +26,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        running = container if container is not None else build_container(resolved_settings)
-        app.state.container = running
-        try:
-            await start(running)
+        parts = (
+            serving(container)  # injected (tests): still started and stopped here
+            if container is not None
+            else running(resolved_settings, serve=True)
+        )
+        async with parts as started:
+            app.state.container = started
             yield
-        finally:
-            await stop(running)
 
     app = FastAPI(
         title="auth-service",

@@ -14,7 +14,7 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
@@ -28,6 +28,9 @@ log = logging.getLogger("auth_service.cli")
 
 SECRET_FILE_SUFFIX = ".key-encryption-secret"  # noqa: S105  (a file name suffix)
 EXIT_CONFIG = 2
+
+Handler = Callable[[argparse.Namespace], int]  # what a sub-command's ``handler`` default is
+Command = Callable[[argparse.Namespace, Settings], int]  # a handler given the settings
 
 
 def generate_secret() -> str:
@@ -90,17 +93,13 @@ def _read_secret_file(path: Path) -> str:
 
 async def preflight(settings: Settings) -> None:
     """What start-up will need, checked before uvicorn starts: schema, store, secret."""
-    from auth_service.container import build_container, check_schema
+    from auth_service.container import check_schema, running
     from auth_service.services.keys import load_snapshot
 
-    container = build_container(settings)
-    try:
+    async with running(settings) as container:
         await check_schema(container.engine)
         await container.store.ping()
         await load_snapshot(container.keys)
-    finally:
-        await container.store.close()
-        await container.engine.dispose()
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,7 +131,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _migrate(settings: Settings) -> int:
+def _gen_secret(_args: argparse.Namespace) -> int:
+    print(generate_secret())
+    return 0
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
     from auth_service.db.migrate import head_revision, upgrade_to_head
 
     upgrade_to_head(settings.database_url)
@@ -141,6 +145,7 @@ def _migrate(settings: Settings) -> int:
 
 
 async def _list_keys(settings: Settings) -> list[list[str]]:
+    """Only the database: listing needs no secret (a container does), so no container."""
     from auth_service.db.session import create_engine, create_sessionmaker
     from auth_service.services.keys import list_keys
 
@@ -163,7 +168,7 @@ async def _list_keys(settings: Settings) -> list[list[str]]:
     ]
 
 
-def _keys_list(settings: Settings) -> int:
+def _keys_list(_args: argparse.Namespace, settings: Settings) -> int:
     rows = asyncio.run(_list_keys(settings))
     header = ["kid", "status", "alg", "created_at", "activated_at", "expires_at"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -175,57 +180,67 @@ def _keys_list(settings: Settings) -> int:
 async def _change_keys(settings: Settings, kid: str | None = None) -> str:
     """``keys rotate`` / ``keys revoke KID``: the same use cases as the admin API, so the same
     lock, checks and "keys changed" event (running instances reload within a second)."""
-    from auth_service.container import build_container
+    from auth_service.container import running
     from auth_service.services.rotation import revoke_key, rotate_keys
 
-    container = build_container(settings)
-    try:
+    async with running(settings) as container:
         if kid is not None:
             revoked, active = await revoke_key(container.keys, container.policy, kid)
             return f"revoked {revoked}; active key {active}"
         result = await rotate_keys(container.keys, container.policy, trigger="manual")
         return f"rotated: active key {result.active_kid}, retired {result.previous_kid}"
-    finally:
-        await container.store.close()
-        await container.engine.dispose()
-        container.hasher.close()
 
 
-async def _with_database(settings: Settings, action: str, **options: str) -> str:
-    """Run one account/client command through the same use cases as the HTTP API (so the
-    same normalisation, policy, revocation entries and events); returns what to print."""
-    from auth_service.container import build_container
+def _keys_rotate(_args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_change_keys(settings)))
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_change_keys(settings, args.kid)))
+    return 0
+
+
+# Account and client commands run the same use cases as the HTTP API (so the same
+# normalisation, policy, revocation entries and events); each returns what to print.
+
+
+async def _register_admin(settings: Settings, email: str, password: str) -> str:
+    from auth_service.container import running
     from auth_service.services import accounts
+
+    async with running(ensure_dev_secret(settings)) as container:
+        user = await accounts.register(
+            container.sessions,
+            email=email,
+            password=password,
+            ip=None,
+            roles=["admin"],
+            limited=False,
+        )
+        return f"created admin {user.email} ({user.id})"
+
+
+async def _set_disabled(settings: Settings, email: str, verb: str) -> str:
+    from auth_service.container import running
+    from auth_service.services import accounts
+
+    async with running(ensure_dev_secret(settings)) as container:
+        found = await accounts.get_user_by_email(container.sessions, email)
+        if found is None:
+            raise ConfigurationError("no user has this email")
+        await accounts.set_disabled(container.sessions, found.id, verb == "disable")
+        return f"{verb}d {found.email} ({found.id})" + _store_note(settings, verb)
+
+
+async def _new_client(settings: Settings, name: str) -> str:
+    from auth_service.container import running
     from auth_service.services.clients import create_client
 
-    container = build_container(ensure_dev_secret(settings))
-    try:
-        ctx = container.sessions
-        if action == "create-admin":
-            user = await accounts.register(
-                ctx,
-                email=options["email"],
-                password=options["password"],
-                ip=None,
-                roles=["admin"],
-                limited=False,
-            )
-            return f"created admin {user.email} ({user.id})"
-        if action in ("disable", "enable"):
-            found = await accounts.get_user_by_email(ctx, options["email"])
-            if found is None:
-                raise ConfigurationError("no user has this email")
-            await accounts.set_disabled(ctx, found.id, action == "disable")
-            return f"{action}d {found.email} ({found.id})" + _store_note(settings, action)
+    async with running(ensure_dev_secret(settings)) as container:
         async with container.sessionmaker.begin() as session:
-            created = await create_client(
-                session, container.hasher, container.clock, name=options["name"]
-            )
+            created = await create_client(session, container.hasher, container.clock, name=name)
         return f"client_id={created.client.client_id}\nclient_secret={created.client_secret}"
-    finally:
-        await container.store.close()
-        await container.engine.dispose()
-        container.hasher.close()
 
 
 def _store_note(settings: Settings, action: str) -> str:
@@ -239,20 +254,18 @@ def _store_note(settings: Settings, action: str) -> str:
 
 
 def _users(args: argparse.Namespace, settings: Settings) -> int:
-    print(asyncio.run(_with_database(settings, args.users_command, email=args.email)))
+    print(asyncio.run(_set_disabled(settings, args.email, args.users_command)))
     return 0
 
 
 def _create_admin(args: argparse.Namespace, settings: Settings) -> int:
     password = os.environ.get("AUTH_ADMIN_PASSWORD") or getpass.getpass("Admin password: ")
-    print(
-        asyncio.run(_with_database(settings, "create-admin", email=args.email, password=password))
-    )
+    print(asyncio.run(_register_admin(settings, args.email, password)))
     return 0
 
 
 def _create_client(args: argparse.Namespace, settings: Settings) -> int:
-    print(asyncio.run(_with_database(settings, "create-client", name=args.name)))
+    print(asyncio.run(_new_client(settings, args.name)))
     return 0
 
 
@@ -264,27 +277,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
-    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
-    commands.add_parser("gen-secret", help="print a new AUTH_KEY_ENCRYPTION_SECRET")
+    serve.set_defaults(handler=_configured(_serve))
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the database schema to the newest revision"
+    )
+    migrate.set_defaults(handler=_configured(_migrate))
+    gen_secret = commands.add_parser("gen-secret", help="print a new AUTH_KEY_ENCRYPTION_SECRET")
+    gen_secret.set_defaults(handler=_gen_secret)  # needs no settings: works where they are bad
     keys = commands.add_parser("keys", help="signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    key_commands.add_parser("list", help="list every signing key and its status")
-    key_commands.add_parser("rotate", help="promote the next key now (as POST /admin/keys/rotate)")
+    listing = key_commands.add_parser("list", help="list every signing key and its status")
+    listing.set_defaults(handler=_configured(_keys_list))
+    rotate = key_commands.add_parser(
+        "rotate", help="promote the next key now (as POST /admin/keys/rotate)"
+    )
+    rotate.set_defaults(handler=_configured(_keys_rotate))
     revoke = key_commands.add_parser("revoke", help="revoke a key at once (rotates if active)")
     revoke.add_argument("kid")
+    revoke.set_defaults(handler=_configured(_keys_revoke))
     admin = commands.add_parser("create-admin", help="create a user with the admin role")
     admin.add_argument("--email", required=True)
+    admin.set_defaults(handler=_configured(_create_admin))
     clients = commands.add_parser("clients", help="service clients")
     client_commands = clients.add_subparsers(dest="clients_command", required=True)
     create = client_commands.add_parser("create", help="create a client; prints id and secret")
     create.add_argument("name")
+    create.set_defaults(handler=_configured(_create_client))
     users = commands.add_parser("users", help="user accounts")
     user_commands = users.add_subparsers(dest="users_command", required=True)
     for verb, text in (
         ("disable", "disable a user: every live token and session stops working at once"),
         ("enable", "enable a disabled user (old tokens stay revoked)"),
     ):
-        user_commands.add_parser(verb, help=text).add_argument("email")
+        user = user_commands.add_parser(verb, help=text)
+        user.add_argument("email")
+        user.set_defaults(handler=_configured(_users))
     return parser
 
 
@@ -300,36 +327,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_kid_as_operand(raw))
     configure_logging("INFO")
-    if args.command == "gen-secret":
-        print(generate_secret())
-        return 0
-    try:
-        settings = Settings()
-        configure_logging(settings.log_level, json_lines=settings.log_format == "json")
-        if args.command == "serve":
-            return _serve(args, settings)
-        if args.command == "migrate":
-            return _migrate(settings)
-        if args.command == "create-admin":
-            return _create_admin(args, settings)
-        if args.command == "clients":
-            return _create_client(args, settings)
-        if args.command == "users":
-            return _users(args, settings)
-        if args.keys_command == "list":
-            return _keys_list(settings)
-        print(asyncio.run(_change_keys(settings, getattr(args, "kid", None))))
-        return 0
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        where = f"AUTH_{field.upper()}: " if field else ""
-        print(f"auth-service: error: {where}{first['msg']}", file=sys.stderr)
-    except (ConfigurationError, AuthError) as exc:
-        print(f"auth-service: error: {exc}", file=sys.stderr)
-    except (SQLAlchemyError, OSError) as exc:
-        print(f"auth-service: error: {_first_line(exc)}", file=sys.stderr)
-    return EXIT_CONFIG
+    handler: Handler = args.handler
+    return handler(args)
+
+
+def _configured(command: Command) -> Handler:
+    """``command`` run with the settings; a failure an operator can fix is one line, exit 2."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            settings = Settings()
+            configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+            return command(args, settings)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            where = f"AUTH_{field.upper()}: " if field else ""
+            print(f"auth-service: error: {where}{first['msg']}", file=sys.stderr)
+        except (ConfigurationError, AuthError) as exc:
+            print(f"auth-service: error: {exc}", file=sys.stderr)
+        except (SQLAlchemyError, OSError) as exc:
+            print(f"auth-service: error: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    return handler
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -47,6 +49,7 @@ from auth_service.services.revocation_index import (
 )
 from auth_service.services.rotation import RotationPolicy
 from auth_service.services.sessions import SessionContext
+from auth_service.services.store_keys import MIRRORED_PREFIXES
 from auth_service.services.totp import TotpContext
 from auth_service.services.validation import TokenValidator
 from auth_service.settings import Settings, ensure_production_ready
@@ -105,7 +108,9 @@ def build_container(
             settings.redis_key_prefix,
             socket_timeout=settings.redis_socket_timeout_seconds,
         )
-    mirror = MirroredStore(store) if settings.revocation_mirror else None
+    mirror = (
+        MirroredStore(store, prefixes=MIRRORED_PREFIXES) if settings.revocation_mirror else None
+    )
     if mirror is not None:
         store = mirror
     keys = KeyContext(
@@ -253,3 +258,36 @@ async def stop(container: Container) -> None:
     await container.engine.dispose()
     container.hasher.close()
     container.sessions.password_policy.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(container: Container) -> AsyncIterator[Container]:
+    """``container`` started (``start``) and, however the block ends, stopped (``stop``)."""
+    try:
+        await start(container)
+        yield container
+    finally:
+        await stop(container)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, *, serve: bool = False, **build_options: Any
+) -> AsyncIterator[Container]:
+    """A container built from ``settings`` (``build_options`` go to ``build_container``),
+    always torn down by ``stop``, so in one order: client
+    re-verifications, store, engine, hasher, password policy.
+
+    ``serve=True`` also starts it (the app's lifespan). Without it nothing runs in the
+    background (no followers, no scheduler) and nothing is checked: a command checks what it
+    needs itself.
+    """
+    container = build_container(settings, **build_options)
+    if serve:
+        async with serving(container):
+            yield container
+        return
+    try:
+        yield container
+    finally:
+        await stop(container)

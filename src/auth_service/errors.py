@@ -9,6 +9,7 @@
     ├── UnauthorizedError          401 invalid_token
     │   ├── InvalidCredentialsError, InvalidClientError
     │   └── InvalidRefreshTokenError, RefreshTokenReusedError
+    ├── MfaCodeRejectedError       400 invalid_mfa_code (TOTP setup and disable)
     ├── WeakPasswordError          422 weak_password
     ├── ForbiddenError             403 forbidden
     │   └── RegistrationClosedError, AccountDisabledError
@@ -146,14 +147,18 @@ class InvalidMfaTokenError(UnauthorizedError):
 
 
 class InvalidMfaCodeError(UnauthorizedError):
-    """401 at ``/auth/login/mfa``; the setup endpoints answer it as 400 (``status_code``)."""
+    """A wrong second factor at login (``/auth/login/mfa``): 401."""
 
     code = ErrorCode.INVALID_MFA_CODE
     description = "The code is not valid."
 
-    def __init__(self, description: str | None = None, *, status_code: int = 401) -> None:
-        super().__init__(description)
-        self.status_code = status_code
+
+class MfaCodeRejectedError(AuthError):
+    """A wrong code while turning TOTP on or off (the caller is signed in): 400."""
+
+    code = ErrorCode.INVALID_MFA_CODE
+    status_code = 400
+    description = "The code is not valid."
 
 
 class InvalidResetTokenError(AuthError):

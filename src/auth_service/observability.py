@@ -8,8 +8,10 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from auth_service.db.models import KeyStatus
+
 _HANDLER_NAME = "auth-service"
-KEY_STATUSES = ("next", "active", "retired", "expired", "revoked")
+KEY_STATUSES = tuple(KeyStatus)
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,11 +1,14 @@
-"""Shared pieces of the crypto/jwt.py tests: keys, hand-forged tokens, constants."""
+"""Shared pieces of the crypto/jwt.py tests: keys, hand-forged tokens, constants, and the
+validator's verification path (``services/validation.py``: ``parse_token`` →
+``check_token_type`` → ``verify_parsed`` → ``check_static_claims`` + ``TimeBounds.check``)
+in the small steps the tests assert on."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,8 +19,11 @@ from hypothesis import settings
 
 from auth_service.crypto.jwk import public_jwk_members, thumbprint
 from auth_service.crypto.jwt import (
+    TokenHeader,
     TokenRejected,
-    check_claims,
+    check_static_claims,
+    parse_token,
+    verify_parsed,
 )
 
 ISSUER = "https://auth.example.com"
@@ -92,7 +98,21 @@ def reason(call: Callable[[], object]) -> str:
     return info.value.reason
 
 
+def parsed_header(token: str, *, allowed_algorithms: Sequence[str]) -> TokenHeader:
+    """The vetted header, as the validator's ``parse_token`` returns it."""
+    return parse_token(token, allowed_algorithms=allowed_algorithms).header
+
+
+def verify_token(
+    token: str, public_key: rsa.RSAPublicKey, *, algorithms: Sequence[str]
+) -> dict[str, Any]:
+    """``parse_token`` then ``verify_parsed``: the unchecked claims of a verified token."""
+    return verify_parsed(parse_token(token, allowed_algorithms=algorithms), public_key)
+
+
 def check(
     payload: Mapping[str, Any], *, now: datetime = NOW, leeway: timedelta = LEEWAY, **kwargs: Any
 ) -> None:
-    check_claims(payload, issuer=ISSUER, audiences=AUDIENCES, now=now, leeway=leeway, **kwargs)
+    """The validator's claims checks: ``check_static_claims``, then ``TimeBounds.check``."""
+    bounds = check_static_claims(payload, issuer=ISSUER, audiences=AUDIENCES, **kwargs)
+    bounds.check(now, leeway)

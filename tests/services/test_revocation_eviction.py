@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 from auth_service.container import Container, start, stop
 from auth_service.errors import ConfigurationError
 from auth_service.services.revocation_index import check_eviction_policy
+from auth_service.services.store_keys import MIRRORED_PREFIXES
 from auth_service.settings import Settings
 from auth_service.store import MemoryStore, RedisStore
 from auth_service.store.mirror import MirroredStore
@@ -50,7 +51,9 @@ async def test_production_refuses_a_redis_that_may_evict(
     redis_store = _redis_store(monkeypatch, reply)
     try:
         check = check_eviction_policy(
-            MirroredStore(redis_store), environment="production", assume_noeviction=assume
+            MirroredStore(redis_store, prefixes=MIRRORED_PREFIXES),
+            environment="production",
+            assume_noeviction=assume,
         )
         if refused is None:
             await check

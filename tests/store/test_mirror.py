@@ -16,6 +16,7 @@ from auth_service.store.mirror import CHANNEL, MirroredStore
 from tests.conftest import REDIS_URL, is_postgres
 
 HOUR = timedelta(hours=1)
+PREFIXES = ("revoked:", "user:")  # what the service tells it (services.store_keys)
 
 
 class CountingStore:
@@ -70,7 +71,7 @@ async def following(
 
 async def test_current_mirror_answers_without_reading_the_store(store: Store) -> None:
     counting = CountingStore(store)
-    mirror = MirroredStore(counting)  # type: ignore[arg-type]
+    mirror = MirroredStore(counting, prefixes=PREFIXES)  # type: ignore[arg-type]
     assert await mirror.get_many(["revoked:jti:a"]) == [None]
     assert counting.reads == 1  # not current yet: the store answers
     async with following(mirror):
@@ -84,7 +85,10 @@ async def test_current_mirror_answers_without_reading_the_store(store: Store) ->
 async def test_a_revocation_reaches_another_instance_within_a_second(
     store: Store, second_store: Store
 ) -> None:
-    first, second = MirroredStore(store), MirroredStore(second_store)
+    first, second = (
+        MirroredStore(store, prefixes=PREFIXES),
+        MirroredStore(second_store, prefixes=PREFIXES),
+    )
     async with following(first), following(second):
         await first.put("revoked:sid:s1", "1", HOUR)
         assert await _until(lambda: second._lookup(["revoked:sid:s1"]) == ["1"], 1.0)
@@ -95,13 +99,13 @@ async def test_a_revocation_reaches_another_instance_within_a_second(
 
 async def test_resync_picks_up_what_was_written_before_subscribing(store: Store) -> None:
     await store.put("user:u1:disabled", "1", HOUR)  # written by an instance without a mirror
-    mirror = MirroredStore(store)
+    mirror = MirroredStore(store, prefixes=PREFIXES)
     async with following(mirror):
         assert mirror._lookup(["user:u1:disabled"]) == ["1"]
 
 
 async def test_entries_expire_locally_with_their_store_ttl(store: Store) -> None:
-    mirror = MirroredStore(store)
+    mirror = MirroredStore(store, prefixes=PREFIXES)
     async with following(mirror):
         await mirror.put("revoked:jti:short", "1", timedelta(milliseconds=100))
         assert await mirror.get_many(["revoked:jti:short"]) == ["1"]
@@ -110,7 +114,7 @@ async def test_entries_expire_locally_with_their_store_ttl(store: Store) -> None
 
 
 async def test_a_malformed_event_is_ignored(store: Store) -> None:
-    mirror = MirroredStore(store)
+    mirror = MirroredStore(store, prefixes=PREFIXES)
     async with following(mirror):
         for junk in (
             "not json",
@@ -126,7 +130,7 @@ async def test_a_malformed_event_is_ignored(store: Store) -> None:
 
 async def test_a_lost_subscription_falls_back_to_the_store() -> None:
     inner = MemoryStore()
-    mirror = MirroredStore(inner)
+    mirror = MirroredStore(inner, prefixes=PREFIXES)
     async with following(mirror):
         await inner.close()  # the connection is gone: the subscription ends
         assert await _until(lambda: not mirror.current)
@@ -161,7 +165,7 @@ async def test_the_index_is_completed_before_the_scan_or_the_mirror_stays_stale(
 ) -> None:
     complete = Completer(store)
     complete.failing = True
-    mirror = MirroredStore(store)
+    mirror = MirroredStore(store, prefixes=PREFIXES)
     async with following(mirror, wait=False, before_resync=complete, marker_key=MARKER):
         assert await _until(lambda: complete.calls >= 1)
         await asyncio.sleep(0.1)
@@ -172,7 +176,7 @@ async def test_the_index_is_completed_before_the_scan_or_the_mirror_stays_stale(
 
 
 async def test_a_scan_without_the_marker_never_makes_the_mirror_current(store: Store) -> None:
-    mirror = MirroredStore(store)
+    mirror = MirroredStore(store, prefixes=PREFIXES)
     async with following(mirror, wait=False, marker_key=MARKER):
         await asyncio.sleep(0.5)  # several resubscriptions, each scanning an empty index
         assert not mirror.current
@@ -185,7 +189,7 @@ async def test_a_flush_under_a_current_mirror_resyncs_through_the_callback(
 ) -> None:
     """A flush sends no event: the watch sees the marker gone, and the mirror rebuilds."""
     complete = Completer(store)
-    mirror = MirroredStore(store)
+    mirror = MirroredStore(store, prefixes=PREFIXES)
     options: dict[str, Any] = {"before_resync": complete, "marker_key": MARKER}
     async with following(mirror, watch_seconds=0.1, **options):
         assert complete.calls == 1

@@ -8,12 +8,10 @@ from urllib.parse import unquote_plus
 
 from fastapi import Depends, Request
 
-from auth_service.clock import Clock
 from auth_service.container import Container
 from auth_service.errors import InvalidClientError, UnauthorizedError
 from auth_service.services.keyring import KeyRing
 from auth_service.settings import Settings
-from auth_service.store.base import Store
 
 
 def container_of(request: Request) -> Container:
@@ -32,21 +30,11 @@ async def get_settings(container: ContainerDep) -> Settings:
     return container.settings
 
 
-async def get_clock(container: ContainerDep) -> Clock:
-    return container.clock
-
-
-async def get_store(container: ContainerDep) -> Store:
-    return container.store
-
-
 async def get_keyring(container: ContainerDep) -> KeyRing:
     return container.keyring
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ClockDep = Annotated[Clock, Depends(get_clock)]
-StoreDep = Annotated[Store, Depends(get_store)]
 KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
 
 
@@ -103,6 +91,3 @@ async def get_client_id(request: Request, container: ContainerDep) -> str:
         raise InvalidClientError()
     ip = await get_client_ip(request, container.settings)  # failures are limited per IP too
     return await container.clients.authenticate(unquote_plus(client_id), unquote_plus(secret), ip)
-
-
-ClientIdDep = Annotated[str, Depends(get_client_id)]

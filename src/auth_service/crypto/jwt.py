@@ -1,15 +1,22 @@
-"""Access tokens as JWS compact tokens (RFC 7515/7519/9068): a thin, clock-free layer over pyjwt.
+"""Access tokens as JWS compact tokens (RFC 7515/7519/9068), RS256 only.
+
+Verification is done by hand, not by pyjwt, because the signature cache in
+``services/validation.py`` keeps each outcome per token string and the header and claims checks
+must run against an injected clock and an alg allow-list before any signature work; encoding
+(``encode_token``) is pyjwt's.
 
 Token formats (API.md "Tokens"), header ``{"alg": "RS256", "typ": "at+jwt", "kid": <thumbprint>}``:
 - user access token claims: ``iss, sub, aud, exp, iat, nbf, jti, sid, roles, amr``.
 - service access token claims: ``iss, sub, aud, exp, iat, nbf, jti, roles, client_id, scope``.
 
-Verify in order: ``read_header``; the caller looks the kid up (``unknown_key``/``key_revoked``);
-``verify_signature`` with that key; ``check_token_type``; ``check_claims`` against an injected
-``now``. Failures raise ``TokenRejected(reason)``; no pyjwt exception leaves this module.
-``none`` and every HMAC alg are refused whatever allow-list a caller passes. Header members
-``jku``, ``x5u``, ``jwk``, ``x5c`` are ignored: never fetched, never used to pick or build a key
-(``TokenHeader`` does not carry them); ``kid`` names one of this service's published keys.
+Verify in order (the validator's path): ``parse_token``; ``check_token_type``; the caller looks
+the kid up (``unknown_key``/``key_revoked``); ``verify_parsed`` with that key;
+``check_static_claims``; ``TimeBounds.check`` against an injected ``now``. Failures raise
+``TokenRejected(reason)``; no pyjwt exception leaves this module. Every alg but RS256 (the only
+one settings allow) is ``algorithm_not_allowed`` whatever allow-list a caller passes, ``none``
+and HMAC included. Header members ``jku``, ``x5u``, ``jwk``, ``x5c`` are ignored: never fetched,
+never used to pick or build a key (``TokenHeader`` does not carry them); ``kid`` names one of
+this service's published keys.
 """
 
 from __future__ import annotations
@@ -25,12 +32,7 @@ from typing import Any, Final
 import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.padding import (
-    MGF1,
-    PSS,
-    AsymmetricPadding,
-    PKCS1v15,
-)
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 MAX_TOKEN_LENGTH: Final = 8192
@@ -40,15 +42,7 @@ DEFAULT_REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _KID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # RFC 7638 thumbprints are 43 characters
 _MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
-_RSA_SCHEMES: Final[dict[str, tuple[AsymmetricPadding, hashes.HashAlgorithm]]] = {
-    "RS256": (PKCS1v15(), hashes.SHA256()),
-    "RS384": (PKCS1v15(), hashes.SHA384()),
-    "RS512": (PKCS1v15(), hashes.SHA512()),
-    # RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash output
-    "PS256": (PSS(mgf=MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()),
-    "PS384": (PSS(mgf=MGF1(hashes.SHA384()), salt_length=48), hashes.SHA384()),
-    "PS512": (PSS(mgf=MGF1(hashes.SHA512()), salt_length=64), hashes.SHA512()),
-}
+_RS256: Final = "RS256"  # the only alg supported; settings allow nothing else (_only_asymmetric)
 
 
 class TokenRejected(Exception):
@@ -79,21 +73,17 @@ class ParsedToken:
     signature: bytes
 
 
-def read_header(token: str, *, allowed_algorithms: Sequence[str]) -> TokenHeader:
-    """Parse and vet the unverified JOSE header; nothing here is trusted until the signature is.
+def parse_token(token: str, *, allowed_algorithms: Sequence[str]) -> ParsedToken:
+    """Split the token and parse and vet its unverified JOSE header, keeping the decoded parts
+    for ``verify_parsed``; nothing here is trusted until the signature is.
 
     ``malformed``: not a str, longer than ``MAX_TOKEN_LENGTH`` (checked before any parsing), not
     three non-empty canonical unpadded base64url segments, a header that is not a UTF-8 JSON
     object (duplicate members refused), a missing or non-string ``alg``, a ``kid`` that is not
     1-128 characters of ``[A-Za-z0-9_-]``, a non-string ``typ``, ``crit`` present.
-    ``algorithm_not_allowed``: ``alg`` outside ``allowed_algorithms`` (exact, case-sensitive),
-    and always for ``none`` (any case) and ``HS*``. ``typ`` is returned as given.
+    ``algorithm_not_allowed``: ``alg`` is not RS256 or not in ``allowed_algorithms`` (exact,
+    case-sensitive), so always for ``none`` and ``HS*``. ``typ`` is returned as given.
     """
-    return parse_token(token, allowed_algorithms=allowed_algorithms).header
-
-
-def parse_token(token: str, *, allowed_algorithms: Sequence[str]) -> ParsedToken:
-    """``read_header``'s checks, keeping the decoded parts for ``verify_parsed``."""
     allowed = _allow_list(allowed_algorithms)
     header_segment, payload_segment, signature_segment = _split(token)
     header = _parse_header(_b64url_decode(header_segment))
@@ -121,29 +111,20 @@ def check_token_type(header: TokenHeader, *, expected: str = AT_JWT) -> None:
         raise TokenRejected("wrong_token_type")
 
 
-def verify_signature(
-    token: str, public_key: RSAPublicKey, *, algorithms: Sequence[str]
-) -> dict[str, Any]:
-    """Verify the signature only and return the claims, unchecked (see ``check_claims``).
-
-    The header must pass ``read_header``'s checks against ``algorithms`` first.
-    ``invalid_signature``: it does not verify (an empty signature included).
-    ``algorithm_not_allowed``: alg outside ``algorithms``, minus ``none``/``HS*`` and any
-    non-RSA alg. ``malformed``: a payload that is not a UTF-8 JSON object.
-    """
-    return verify_parsed(parse_token(token, allowed_algorithms=algorithms), public_key)
-
-
 def verify_parsed(parsed: ParsedToken, public_key: RSAPublicKey) -> dict[str, Any]:
-    """``verify_signature`` on a token ``parse_token`` already split: the RSA check runs on the
-    exact signed bytes with ``cryptography`` (no second parse), and only then is the payload
-    decoded, so no attacker-chosen payload is parsed before its signature holds."""
-    scheme = _RSA_SCHEMES.get(parsed.header.alg)
-    if scheme is None:  # parse_token allowed it, but no RSA key can check it
+    """Verify the signature of a token ``parse_token`` split and return the claims, unchecked
+    (see ``check_static_claims``). The RSA check runs on the exact signed bytes with
+    ``cryptography`` (no second parse), and only then is the payload decoded, so no
+    attacker-chosen payload is parsed before its signature holds.
+
+    ``algorithm_not_allowed``: alg is not RS256 (``parse_token`` already refuses it).
+    ``invalid_signature``: it does not verify. ``malformed``: a payload that is not a UTF-8
+    JSON object.
+    """
+    if parsed.header.alg != _RS256:
         raise TokenRejected("algorithm_not_allowed")
-    pad, digest = scheme
     try:
-        public_key.verify(parsed.signature, parsed.signing_input, pad, digest)
+        public_key.verify(parsed.signature, parsed.signing_input, PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
         raise TokenRejected("invalid_signature") from None
     try:
@@ -166,7 +147,12 @@ class TimeBounds:
 
     def check(self, now: datetime, leeway: timedelta) -> None:
         """``expired`` when ``now >= exp + leeway``; ``not_yet_valid`` when ``now < nbf -
-        leeway`` or ``iat > now + leeway`` (``now`` timezone-aware, ``leeway`` not negative)."""
+        leeway`` or ``iat > now + leeway``. So, with leeway L: ``now = exp + L - 1s`` is valid,
+        ``now = exp + L`` expired; ``now = nbf - L`` valid, ``nbf - L - 1s`` not yet; ``now =
+        iat - L`` still valid. ``ValueError`` unless ``now`` is timezone-aware and ``leeway`` not
+        negative."""
+        if now.utcoffset() is None or leeway < timedelta(0):
+            raise ValueError("now must be timezone-aware and leeway not negative")
         if self.exp is not None and now - leeway >= self.exp:
             raise TokenRejected("expired")
         if self.nbf is not None and now + leeway < self.nbf:
@@ -182,7 +168,13 @@ def check_static_claims(
     audiences: Sequence[str],
     required: Sequence[str] = DEFAULT_REQUIRED_CLAIMS,
 ) -> TimeBounds:
-    """Every check of ``check_claims`` that does not depend on the time; returns the rest."""
+    """Check the registered claims that do not depend on the time; return the rest.
+
+    In order: ``malformed`` when a ``required`` claim is absent or null, ``exp``/``iat``/``nbf``
+    is not a number (bool excluded) in [0, 253402300799], ``aud`` is neither a string nor a list
+    of strings, or ``iss``/``sub``/``jti`` is not a non-empty string; ``invalid_issuer`` unless
+    ``iss == issuer`` exactly; ``invalid_audience`` unless ``aud`` intersects ``audiences``.
+    """
     if isinstance(audiences, str) or not audiences or not issuer:
         raise ValueError("issuer must be non-empty and audiences a non-empty list of strings")
     if any(claims.get(name) is None for name in required):
@@ -199,57 +191,23 @@ def check_static_claims(
     return TimeBounds(exp=times.get("exp"), nbf=times.get("nbf"), iat=times.get("iat"))
 
 
-def check_claims(
-    claims: Mapping[str, Any],
-    *,
-    issuer: str,
-    audiences: Sequence[str],
-    now: datetime,
-    leeway: timedelta,
-    required: Sequence[str] = DEFAULT_REQUIRED_CLAIMS,
-) -> None:
-    """Check registered claims against ``now`` (tz-aware) and the configured issuer/audiences.
-
-    In order: ``malformed`` when a ``required`` claim is absent or null, ``exp``/``iat``/``nbf``
-    is not a number (bool excluded) in [0, 253402300799], ``aud`` is neither a string nor a list
-    of strings, or ``iss``/``sub``/``jti`` is not a non-empty string; ``invalid_issuer`` unless
-    ``iss == issuer`` exactly; ``invalid_audience`` unless ``aud`` intersects ``audiences``;
-    ``expired`` when ``now >= exp + leeway``; ``not_yet_valid`` when ``now < nbf - leeway`` or
-    ``iat > now + leeway``. So, with leeway L: ``now = exp + L - 1s`` is valid, ``now = exp + L``
-    expired; ``now = nbf - L`` valid, ``nbf - L - 1s`` not yet; ``now = iat - L`` still valid.
-    """
-    if now.utcoffset() is None or leeway < timedelta(0):
-        raise ValueError("now must be timezone-aware and leeway not negative")
-    bounds = check_static_claims(claims, issuer=issuer, audiences=audiences, required=required)
-    bounds.check(now, leeway)
-
-
 def encode_token(
     claims: Mapping[str, Any],
     *,
     private_key: RSAPrivateKey,
     kid: str,
     typ: str = AT_JWT,
-    algorithm: str = "RS256",
 ) -> str:
-    """Sign ``claims``; the header is exactly ``{"alg", "typ", "kid"}``."""
-    if algorithm not in _RSA_SCHEMES:
-        raise ValueError(f"refusing to sign with {algorithm!r}: an RSA algorithm is required")
+    """Sign ``claims`` RS256 with pyjwt; the header is exactly ``{"alg", "typ", "kid"}``."""
     if not _KID.fullmatch(kid) or not typ:
         raise ValueError("kid must be 1-128 characters of [A-Za-z0-9_-] and typ non-empty")
-    return jwt.encode(
-        dict(claims), private_key, algorithm=algorithm, headers={"typ": typ, "kid": kid}
-    )
-
-
-def _is_forbidden(alg: str) -> bool:
-    return alg.lower() == "none" or alg.upper().startswith("HS")
+    return jwt.encode(dict(claims), private_key, algorithm=_RS256, headers={"typ": typ, "kid": kid})
 
 
 def _allow_list(algorithms: Sequence[str]) -> frozenset[str]:
-    if isinstance(algorithms, str):  # "RS256" would otherwise allow "RS", "S2", ...
+    if isinstance(algorithms, str):  # a programming error: "RS256" would be a set of letters
         raise TypeError("algorithms must be a sequence of names, not a str")
-    return frozenset(alg for alg in algorithms if not _is_forbidden(alg))
+    return frozenset(algorithms) & {_RS256}  # none, HS* and every other alg are never allowed
 
 
 def _split(token: str) -> tuple[str, str, str]:

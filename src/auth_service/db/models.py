@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -28,7 +29,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from auth_service.db.base import Base, UTCDateTime
 
-KEY_STATUSES = ("next", "active", "retired", "expired", "revoked")
 SHA256_HEX = 64
 
 
@@ -108,27 +108,39 @@ class PasswordResetToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class KeyStatus(StrEnum):
+    """The life of a signing key: next -> active -> retired -> expired; any may be revoked.
+    Members equal their strings. The order is the CHECK constraint's (and the migration's)."""
+
+    NEXT = "next"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+_KEY_STATUS_CHECK = "status IN ({})".format(", ".join(f"'{status}'" for status in KeyStatus))
+
+
 class SigningKey(Base):
     """An RS256 key. At most one ``active`` and one ``next`` (partial unique indexes)."""
 
     __tablename__ = "signing_keys"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('next', 'active', 'retired', 'expired', 'revoked')", name="status"
-        ),
+        CheckConstraint(_KEY_STATUS_CHECK, name="status"),
         Index(
             "uq_signing_keys_one_active",
             "status",
             unique=True,
-            postgresql_where=text("status = 'active'"),
-            sqlite_where=text("status = 'active'"),
+            postgresql_where=text(f"status = '{KeyStatus.ACTIVE}'"),
+            sqlite_where=text(f"status = '{KeyStatus.ACTIVE}'"),
         ),
         Index(
             "uq_signing_keys_one_next",
             "status",
             unique=True,
-            postgresql_where=text("status = 'next'"),
-            sqlite_where=text("status = 'next'"),
+            postgresql_where=text(f"status = '{KeyStatus.NEXT}'"),
+            sqlite_where=text(f"status = '{KeyStatus.NEXT}'"),
         ),
     )
 

@@ -32,6 +32,7 @@ from auth_service.errors import (
     ServerBusyError,
     UnauthorizedError,
 )
+from auth_service.services import store_keys
 from auth_service.services.limits import ip_group, take_attempt
 from auth_service.services.revocation import mark_disabled, revoke_user_tokens
 from auth_service.services.sessions import SessionContext, revoke_all_sessions
@@ -99,7 +100,7 @@ async def register(
             raise ServerBusyError()  # refused before any work: it would be refused at the hash
         await take_attempt(
             ctx.store,
-            f"register:ip:{ip_group(ip)}",
+            store_keys.register_ip_key(ip_group(ip)),
             ctx.settings.register_ip_limit,
             REGISTER_WINDOW,
         )

@@ -63,6 +63,7 @@ from auth_service.clock import Clock
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.models import Client
 from auth_service.errors import InvalidClientError, NotFoundError, RateLimitedError
+from auth_service.services import store_keys
 from auth_service.services.limits import guard_store, ip_group
 from auth_service.store.base import Store
 
@@ -80,15 +81,15 @@ log = logging.getLogger(__name__)
 
 def ip_failure_key(group: str) -> str:
     """``group`` is ``limits.ip_group(ip)``."""
-    return f"client-fail:ip:{group}"
+    return store_keys.client_ip_failure_key(group)
 
 
 def id_failure_key(client_id: str) -> str:
-    return f"client-fail:id:{client_id}"
+    return store_keys.client_id_failure_key(client_id)
 
 
 def familiar_key(client_id: str, group: str) -> str:
-    return f"client-seen:{client_id}:{group}"
+    return store_keys.client_seen_key(client_id, group)
 
 
 @dataclass(frozen=True, slots=True)

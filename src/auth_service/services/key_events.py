@@ -8,7 +8,8 @@ import logging
 from datetime import timedelta
 
 from auth_service.services.keyring import KeyRing
-from auth_service.services.keys import KEYS_CHANNEL, KeyContext, load_snapshot
+from auth_service.services.keys import KeyContext, load_snapshot
+from auth_service.services.store_keys import KEYS_CHANNEL
 from auth_service.store.base import StoreUnavailableError
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from auth_service.db.models import SigningKey
+from auth_service.db.models import KeyStatus, SigningKey
 
-PUBLISHED_STATUSES = ("next", "active", "retired")
+# The keys JWKS publishes, in JWKS order (then oldest first): the one JWKS ordering.
+JWKS_ORDER: dict[str, int] = {KeyStatus.ACTIVE: 0, KeyStatus.NEXT: 1, KeyStatus.RETIRED: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +52,16 @@ class KeySnapshot:
     loaded_at: datetime | None = None
 
 
-def build_jwks(rows: Iterable[SigningKey]) -> JwksDocument:
-    order = {"active": 0, "next": 1, "retired": 2}
-    published = sorted(
-        (row for row in rows if row.status in PUBLISHED_STATUSES),
-        key=lambda row: (order[row.status], row.created_at),
+def in_jwks_order(rows: Iterable[SigningKey]) -> list[SigningKey]:
+    """The rows JWKS publishes, in JWKS order: active, next, retired; oldest first within."""
+    return sorted(
+        (row for row in rows if row.status in JWKS_ORDER),
+        key=lambda row: (JWKS_ORDER[row.status], row.created_at),
     )
-    document: dict[str, Any] = {"keys": [_public_members(row) for row in published]}
+
+
+def build_jwks(rows: Iterable[SigningKey]) -> JwksDocument:
+    document: dict[str, Any] = {"keys": [_public_members(row) for row in in_jwks_order(rows)]}
     body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
     return JwksDocument(body=body, etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"')
 

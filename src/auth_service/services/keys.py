@@ -31,7 +31,7 @@ from auth_service.crypto.jwk import (
     public_jwk_members,
     thumbprint,
 )
-from auth_service.db.models import SigningKey
+from auth_service.db.models import KeyStatus, SigningKey
 from auth_service.errors import KeyDecryptionError, RotationInProgressError, ServiceUnavailableError
 from auth_service.observability import Metrics
 from auth_service.services.keyring import (
@@ -40,12 +40,13 @@ from auth_service.services.keyring import (
     build_jwks,
     verification_key,
 )
+from auth_service.services.store_keys import KEYS_CHANNEL as KEYS_CHANNEL
+from auth_service.services.store_keys import SIGNING_KEYS_LOCK
 from auth_service.store.base import Store
 
 log = logging.getLogger(__name__)
 
-KEYS_LOCK = "lock:signing-keys"
-KEYS_CHANNEL = "keys-changed"
+KEYS_LOCK = SIGNING_KEYS_LOCK  # a bare name: the store adds its own lock namespace
 SIGNING_KEY_PURPOSE = "signing-key"
 ALGORITHM = "RS256"
 
@@ -73,7 +74,7 @@ def signing_envelope(secret: str) -> Envelope:
     return Envelope(secret, purpose=SIGNING_KEY_PURPOSE)
 
 
-async def new_signing_key(ctx: KeyContext, *, status: str, now: datetime) -> SigningKey:
+async def new_signing_key(ctx: KeyContext, *, status: KeyStatus, now: datetime) -> SigningKey:
     """Generate an RSA key off the event loop and seal its private half under the kid."""
     private_key = await asyncio.to_thread(ctx.generate, ctx.key_bits)
     members = public_jwk_members(private_key.public_key())
@@ -87,7 +88,7 @@ async def new_signing_key(ctx: KeyContext, *, status: str, now: datetime) -> Sig
         public_jwk=members,
         private_key_encrypted=sealed,
         created_at=now,
-        activated_at=now if status == "active" else None,
+        activated_at=now if status == KeyStatus.ACTIVE else None,
     )
 
 
@@ -106,11 +107,13 @@ async def _status_counts(session: AsyncSession) -> tuple[bool, bool]:
     statuses = set(
         (
             await session.scalars(
-                select(SigningKey.status).where(SigningKey.status.in_(("active", "next")))
+                select(SigningKey.status).where(
+                    SigningKey.status.in_((KeyStatus.ACTIVE, KeyStatus.NEXT))
+                )
             )
         ).all()
     )
-    return "active" in statuses, "next" in statuses
+    return KeyStatus.ACTIVE in statuses, KeyStatus.NEXT in statuses
 
 
 async def ensure_signing_keys(ctx: KeyContext, *, wait: timedelta | None = None) -> bool:
@@ -150,10 +153,10 @@ async def _create_missing_keys(ctx: KeyContext, token: str) -> bool:
         if has_active and has_next:
             return False
         if not has_active:
-            session.add(await new_signing_key(ctx, status="active", now=now))
+            session.add(await new_signing_key(ctx, status=KeyStatus.ACTIVE, now=now))
             log.info("created the first active signing key")
         if not has_next:
-            session.add(await new_signing_key(ctx, status="next", now=now))
+            session.add(await new_signing_key(ctx, status=KeyStatus.NEXT, now=now))
         if not await ctx.store.extend_lock(KEYS_LOCK, token, ctx.lock_ttl):
             raise RotationInProgressError("the key lock was lost before commit; nothing written")
     return True
@@ -185,7 +188,7 @@ async def _authenticated_private_key(ctx: KeyContext, row: SigningKey) -> rsa.RS
                 f"signing key {row.kid} does not match its public key or kid: the row was altered"
             )
     except KeyDecryptionError:
-        if row.status == "active":
+        if row.status == KeyStatus.ACTIVE:
             raise
         log.error("signing key %s (%s) is not authentic; it is not published", row.kid, row.status)
         return None
@@ -199,16 +202,16 @@ async def load_snapshot(ctx: KeyContext) -> KeySnapshot:
     trusted: list[SigningKey] = []
     signing = None
     for row in rows:
-        if row.status == "expired":
+        if row.status == KeyStatus.EXPIRED:
             continue
-        if row.status == "revoked":  # never verifies; kept so tokens get "key_revoked"
+        if row.status == KeyStatus.REVOKED:  # never verifies; kept so tokens get "key_revoked"
             trusted.append(row)
             continue
         private_key = await _authenticated_private_key(ctx, row)
         if private_key is None:
             continue
         trusted.append(row)
-        if row.status == "active":
+        if row.status == KeyStatus.ACTIVE:
             signing = SigningMaterial(row.kid, row.alg, private_key)
     return KeySnapshot(
         keys={row.kid: verification_key(row) for row in trusted},

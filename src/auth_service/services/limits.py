@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from auth_service.errors import RateLimitedError, ServiceUnavailableError
+from auth_service.services import store_keys
 from auth_service.store.base import RateLimitResult, Store, StoreUnavailableError
 
 T = TypeVar("T")
@@ -56,33 +57,33 @@ def ip_group(ip: str | None) -> str:
 
 
 def from_ip_key(ip: str | None) -> str:
-    return f"login:from:{ip_group(ip)}"
+    return store_keys.login_from_key(ip_group(ip))
 
 
 def pair_key(address: str, ip: str | None) -> str:
     """``address`` is a normalised email (``accounts.normalize_email``)."""
-    return f"login:pair:{address}:{ip_group(ip)}"
+    return store_keys.login_pair_key(address, ip_group(ip))
 
 
 def device_key(address: str, ip: str | None) -> str:
     """Set when the account logged in from this IP group: a load-shedding hint only (the
     database's sessions decide whether the pair is known)."""
-    return f"login:device:{address}:{ip_group(ip)}"
+    return store_keys.login_device_key(address, ip_group(ip))
 
 
 def urgent_key(address: str) -> str:
     """Counts an account's urgent (known-device) logins: past its budget they queue as
     normal work, so accounts an attacker owns cannot keep the urgent lane full."""
-    return f"login:urgent:{address}"
+    return store_keys.login_urgent_key(address)
 
 
 def account_key(address: str) -> str:
     """``address`` is a normalised email (``accounts.normalize_email``), as stored."""
-    return f"login:acct:{address}"
+    return store_keys.login_account_key(address)
 
 
 def mfa_user_key(user_id: object) -> str:
-    return f"mfa:user:{user_id}"
+    return store_keys.mfa_user_key(user_id)
 
 
 async def guard_store(pending: Awaitable[T]) -> T:

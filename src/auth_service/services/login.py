@@ -40,6 +40,7 @@ from auth_service.errors import (
     InvalidMfaTokenError,
     ServerBusyError,
 )
+from auth_service.services import store_keys
 from auth_service.services.accounts import find_by_email, try_normalize_email
 from auth_service.services.limits import (
     LOGIN_WINDOW,
@@ -261,7 +262,9 @@ async def _count_failure(ctx: SessionContext, mfa_token: str, key: str) -> NoRet
     """A wrong code: counted against the mfa_token (the 5th burns it); always raises."""
     window = timedelta(seconds=ctx.settings.mfa_token_ttl_seconds)
     failures = await guard_store(
-        ctx.store.hit(f"mfa-fail:{hash_opaque(mfa_token)}", MFA_TOKEN_FAILURES, window)
+        ctx.store.hit(
+            store_keys.mfa_failure_key(hash_opaque(mfa_token)), MFA_TOKEN_FAILURES, window
+        )
     )
     if failures.count >= MFA_TOKEN_FAILURES:
         await guard_store(ctx.store.delete(key))
@@ -279,7 +282,7 @@ async def _challenged_user(ctx: SessionContext, stored: str | None) -> User | No
 
 
 def _mfa_key(token: str) -> str:
-    return f"mfa:{hash_opaque(token)}"
+    return store_keys.mfa_token_key(hash_opaque(token))
 
 
 __all__ = ["MfaChallenge", "login_with_password", "login_with_second_factor"]

@@ -32,6 +32,7 @@ from auth_service.errors import InvalidCredentialsError, InvalidResetTokenError,
 from auth_service.services.limits import account_key, ip_group, reset_counters, take_attempt
 from auth_service.services.mail import Mailer, MailMessage, send_quietly
 from auth_service.services.sessions import SessionContext, revoke_all_sessions
+from auth_service.services.store_keys import forgot_email_key, forgot_ip_key
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ async def _replace_hash(ctx: SessionContext, db: AsyncSession, user: User, new_h
 async def limit_reset_requests(ctx: SessionContext, *, email: str, ip: str | None) -> None:
     """Per email and per client IP (429): the same for every address, existing or not."""
     for key, limit in (
-        (f"forgot:email:{email}", FORGOT_PER_EMAIL),
-        (f"forgot:ip:{ip_group(ip)}", FORGOT_PER_IP),
+        (forgot_email_key(email), FORGOT_PER_EMAIL),
+        (forgot_ip_key(ip_group(ip)), FORGOT_PER_IP),
     ):
         await take_attempt(ctx.store, key, limit, FORGOT_WINDOW)
 

@@ -21,26 +21,13 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from auth_service.services.store_keys import INDEX_MARKER_KEY as INDEX_MARKER_KEY
+from auth_service.services.store_keys import disabled_key as disabled_key
+from auth_service.services.store_keys import jti_key as jti_key
+from auth_service.services.store_keys import revoked_after_key as revoked_after_key
+from auth_service.services.store_keys import sid_key as sid_key
 from auth_service.store.base import Store
 
-
-def jti_key(jti: str) -> str:
-    return f"revoked:jti:{jti}"
-
-
-def sid_key(sid: str) -> str:
-    return f"revoked:sid:{sid}"
-
-
-def revoked_after_key(user_id: str) -> str:
-    return f"user:{user_id}:revoked-after"
-
-
-def disabled_key(user_id: str) -> str:
-    return f"user:{user_id}:disabled"
-
-
-INDEX_MARKER_KEY = "revoked:epoch"
 INDEX_MARKER_TTL = timedelta(days=7)
 """The store requires a TTL: when the marker lapses the next check rebuilds (harmless)."""
 

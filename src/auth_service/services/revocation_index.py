@@ -60,12 +60,13 @@ from auth_service.services.revocation import (
     revoked_after_key,
     sid_key,
 )
+from auth_service.services.store_keys import REVOCATION_REBUILD_LOCK
 from auth_service.store import RedisStore, Store, StoreUnavailableError
 from auth_service.store.mirror import MirroredStore
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "revocation-rebuild"
+LOCK_NAME = REVOCATION_REBUILD_LOCK
 _PAGE_SIZE = 1000
 _WRITE_CONCURRENCY = 32  # store writes in flight at once (well under the pool size)
 _POLL_SECONDS = 0.05

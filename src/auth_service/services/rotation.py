@@ -31,8 +31,9 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from auth_service.db.models import SigningKey
+from auth_service.db.models import KeyStatus, SigningKey
 from auth_service.errors import NotFoundError, RotationInProgressError
+from auth_service.services.keyring import in_jwks_order
 from auth_service.services.keys import (
     KEYS_CHANNEL,
     KEYS_LOCK,
@@ -110,7 +111,7 @@ async def _still_held(ctx: KeyContext, token: str) -> None:
         raise RotationInProgressError("the key lock was lost before commit; nothing was written")
 
 
-async def _keys_in(session: AsyncSession, *statuses: str) -> dict[str, SigningKey]:
+async def _keys_in(session: AsyncSession, *statuses: KeyStatus) -> dict[str, SigningKey]:
     query = select(SigningKey).where(SigningKey.status.in_(statuses)).with_for_update()
     return {row.status: row for row in (await session.scalars(query)).all()}
 
@@ -123,19 +124,19 @@ async def _promote(
     The order of the flushes keeps the partial unique indexes (one active, one next) true
     after every statement.
     """
-    current = await _keys_in(session, "active", "next")
-    active, upcoming = current.get("active"), current.get("next")
+    current = await _keys_in(session, KeyStatus.ACTIVE, KeyStatus.NEXT)
+    active, upcoming = current.get(KeyStatus.ACTIVE), current.get(KeyStatus.NEXT)
     if upcoming is None:  # never after start-up (a revoked next is replaced at once)
         log.warning("no next key to promote: a new key signs without being published first")
-        upcoming = await new_signing_key(ctx, status="next", now=now)
+        upcoming = await new_signing_key(ctx, status=KeyStatus.NEXT, now=now)
         session.add(upcoming)
         await session.flush()
-    replacement = await new_signing_key(ctx, status="next", now=now)
+    replacement = await new_signing_key(ctx, status=KeyStatus.NEXT, now=now)
     if active is not None:
-        active.status, active.retired_at = "retired", now
+        active.status, active.retired_at = KeyStatus.RETIRED, now
         active.expires_at = policy.retired_until(now)
         await session.flush()
-    upcoming.status, upcoming.activated_at = "active", now
+    upcoming.status, upcoming.activated_at = KeyStatus.ACTIVE, now
     await session.flush()
     session.add(replacement)
     await session.flush()
@@ -172,7 +173,7 @@ async def rotate_keys(
 
 async def _not_due(ctx: KeyContext, policy: RotationPolicy) -> RotationResult | None:
     async with ctx.sessionmaker() as session:
-        query = select(SigningKey).where(SigningKey.status == "active")
+        query = select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE)
         active = await session.scalar(query)
     if active is not None and ctx.clock.now() < policy.due_at(active):
         return RotationResult(active.kid, None, rotated=False)
@@ -184,8 +185,8 @@ async def _rotate_locked(
 ) -> RotationResult:
     async with keys_lock(ctx) as token, ctx.sessionmaker() as session, session.begin():
         now = ctx.clock.now()
-        current = await _keys_in(session, "active", "next")
-        active, upcoming = current.get("active"), current.get("next")
+        current = await _keys_in(session, KeyStatus.ACTIVE, KeyStatus.NEXT)
+        active, upcoming = current.get(KeyStatus.ACTIVE), current.get(KeyStatus.NEXT)
         if trigger == "scheduled" and active is not None and now < policy.due_at(active):
             return RotationResult(active.kid, None, rotated=False)  # another instance did it
         if upcoming is not None and now - upcoming.created_at < policy.min_next_age:
@@ -214,18 +215,18 @@ async def revoke_key(ctx: KeyContext, policy: RotationPolicy, kid: str) -> tuple
         row = await session.scalar(query)
         if row is None:
             raise NotFoundError("no signing key has that kid")
-        changed = row.status != "revoked"
-        if row.status == "active":
+        changed = row.status != KeyStatus.REVOKED
+        if row.status == KeyStatus.ACTIVE:
             await _promote(ctx, session, policy, now)
             ctx.metrics.count_rotation("revocation", "rotated")
         if changed:
-            was_next = row.status == "next"
-            row.status, row.revoked_at = "revoked", now
+            was_next = row.status == KeyStatus.NEXT
+            row.status, row.revoked_at = KeyStatus.REVOKED, now
             await session.flush()
             if was_next:
-                session.add(await new_signing_key(ctx, status="next", now=now))
+                session.add(await new_signing_key(ctx, status=KeyStatus.NEXT, now=now))
                 await session.flush()
-        active = (await _keys_in(session, "active"))["active"]
+        active = (await _keys_in(session, KeyStatus.ACTIVE))[KeyStatus.ACTIVE]
         await _still_held(ctx, token)
     if changed:
         log.warning("revoked signing key %s; %s is active", kid, active.kid)
@@ -240,7 +241,7 @@ async def expire_retired_keys(ctx: KeyContext) -> list[str]:
     async with keys_lock(ctx) as token, ctx.sessionmaker() as session, session.begin():
         rows = await _retired_keys_past_expiry(ctx, session)
         for row in rows:
-            row.status = "expired"
+            row.status = KeyStatus.EXPIRED
         await _still_held(ctx, token)
     if rows:
         log.info("expired retired signing keys: %s", ", ".join(row.kid for row in rows))
@@ -252,7 +253,7 @@ async def _retired_keys_past_expiry(
     ctx: KeyContext, session: AsyncSession | None = None
 ) -> list[SigningKey]:
     query = select(SigningKey).where(
-        SigningKey.status == "retired", SigningKey.expires_at <= ctx.clock.now()
+        SigningKey.status == KeyStatus.RETIRED, SigningKey.expires_at <= ctx.clock.now()
     )
     if session is not None:
         return list((await session.scalars(query.with_for_update())).all())
@@ -292,11 +293,8 @@ class RotationStatus:
 async def rotation_status(ctx: KeyContext, policy: RotationPolicy) -> RotationStatus:
     async with ctx.sessionmaker() as session:
         rows = await list_keys(session)
-    active = next((row for row in rows if row.status == "active"), None)
-    order = {"active": 0, "next": 1, "retired": 2}
-    published = sorted(
-        (row for row in rows if row.status in order), key=lambda r: (order[r.status], r.created_at)
-    )
+    active = next((row for row in rows if row.status == KeyStatus.ACTIVE), None)
+    published = in_jwks_order(rows)
     previous = max(
         (row for row in rows if row.retired_at is not None),
         key=lambda row: row.retired_at or row.created_at,

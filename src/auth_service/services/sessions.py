@@ -37,6 +37,7 @@ from auth_service.services.revocation import (
     revoke_sessions,
     revoke_user_tokens,
 )
+from auth_service.services.store_keys import refresh_grace_key
 from auth_service.services.tokens import issue_access_token, seconds_until
 from auth_service.settings import Settings
 from auth_service.store.base import Store
@@ -213,7 +214,7 @@ async def _successor_unused(db: AsyncSession, token: RefreshToken) -> bool:
 
 
 def _grace_key(token_hash: str) -> str:
-    return f"refresh-grace:{token_hash}"
+    return refresh_grace_key(token_hash)
 
 
 async def _keep_for_grace(ctx: SessionContext, raw: str, token_hash: str, pair: TokenPair) -> None:

@@ -29,7 +29,7 @@ from auth_service.clock import Clock
 from auth_service.crypto.envelope import Envelope, EnvelopeError
 from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import RecoveryCode, User
-from auth_service.errors import InvalidMfaCodeError, MfaAlreadyEnabledError, UnauthorizedError
+from auth_service.errors import MfaAlreadyEnabledError, MfaCodeRejectedError, UnauthorizedError
 from auth_service.services.limits import (
     MFA_USER_ATTEMPTS,
     mfa_user_key,
@@ -39,6 +39,7 @@ from auth_service.services.limits import (
 from auth_service.services.mail import MailMessage
 from auth_service.services.passwords import verify_current_password
 from auth_service.services.sessions import SessionContext, revoke_all_sessions
+from auth_service.services.store_keys import totp_used_key
 from auth_service.settings import Settings
 from auth_service.store.base import Store
 
@@ -112,15 +113,15 @@ async def confirm_setup(
     if user.mfa_enabled:
         raise MfaAlreadyEnabledError()
     if user.totp_secret_encrypted is None:
-        raise InvalidMfaCodeError("Start with /auth/mfa/totp/setup.", status_code=400)
+        raise MfaCodeRejectedError("Start with /auth/mfa/totp/setup.")
     if not await accept_totp(ctx, user, code):
-        raise InvalidMfaCodeError(status_code=400)
+        raise MfaCodeRejectedError()
     now = ctx.clock.now()
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
     async with sessions.sessionmaker.begin() as db:
         current = await db.get(User, user_id, with_for_update=True)
         if current is None or current.totp_secret_encrypted != user.totp_secret_encrypted:
-            raise InvalidMfaCodeError(status_code=400)  # a setup restarted meanwhile
+            raise MfaCodeRejectedError()  # a setup restarted meanwhile
         if current.mfa_enabled:
             raise MfaAlreadyEnabledError()
         await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -153,11 +154,11 @@ async def disable(
     await verify_current_password(sessions, user, password)
     await take_attempt(ctx.store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
     if not user.mfa_enabled or not await accept_totp(ctx, user, code):
-        raise InvalidMfaCodeError(status_code=400)
+        raise MfaCodeRejectedError()
     async with sessions.sessionmaker.begin() as db:
         current = await db.get(User, user_id, with_for_update=True)
         if current is None or not current.mfa_enabled:
-            raise InvalidMfaCodeError(status_code=400)
+            raise MfaCodeRejectedError()
         current.mfa_enabled = False
         current.totp_secret_encrypted = None
         current.totp_confirmed_at = None
@@ -198,7 +199,7 @@ async def accept_totp(ctx: TotpContext, user: User, code: str) -> bool:
     step = matching_step(secret, code, ctx.clock.now()) if secret is not None else None
     if step is None:
         return False
-    return await ctx.store.put_if_absent(f"totp-used:{user.id}:{step}", "1", _USED_CODE_TTL)
+    return await ctx.store.put_if_absent(totp_used_key(user.id, step), "1", _USED_CODE_TTL)
 
 
 async def use_recovery_code(db: AsyncSession, user_id: uuid.UUID, code: str, now: datetime) -> bool:

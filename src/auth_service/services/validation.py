@@ -33,6 +33,7 @@ from auth_service.crypto.jwt import (
     parse_token,
     verify_parsed,
 )
+from auth_service.db.models import KeyStatus
 from auth_service.errors import ServiceUnavailableError
 from auth_service.services.keyring import KeyRing, VerificationKey
 from auth_service.services.revocation import (
@@ -243,9 +244,9 @@ class TokenValidator:
         key = self._keyring.lookup(kid)
         if key is None:
             raise _UnknownKid
-        if key.status == "expired":
+        if key.status == KeyStatus.EXPIRED:
             raise TokenRejected("unknown_key")
-        if key.status == "revoked":
+        if key.status == KeyStatus.REVOKED:
             raise TokenRejected("key_revoked")
         if key.expires_at is not None and now >= key.expires_at:
             raise TokenRejected("unknown_key")

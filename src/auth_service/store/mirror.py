@@ -1,6 +1,7 @@
 """``MirroredStore``: revocation entries answered from memory, kept current by pub/sub.
 
-Every write under a mirrored prefix (``revoked:``, ``user:``) goes to the store, is applied
+Every write under a mirrored prefix (``prefixes``, given by the caller: the service passes
+``services.store_keys.MIRRORED_PREFIXES``) goes to the store, is applied
 to this instance's mirror at once, and is announced on ``revocations`` so every other
 instance applies it within milliseconds. A reader (``get_many``) is answered from memory
 only while the mirror is known to be current: subscribed, and resynchronised from a full
@@ -32,12 +33,7 @@ from auth_service.store.base import RateLimitResult, Store, StoreUnavailableErro
 log = logging.getLogger(__name__)
 
 CHANNEL = "revocations"
-MIRRORED_PREFIXES = ("revoked:", "user:")
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
-
-
-def is_mirrored(key: str) -> bool:
-    return key.startswith(MIRRORED_PREFIXES)
 
 
 async def _completing(before_resync: Callable[[], Awaitable[None]]) -> None:
@@ -50,11 +46,23 @@ async def _completing(before_resync: Callable[[], Awaitable[None]]) -> None:
 
 
 class MirroredStore:
-    def __init__(self, inner: Store, *, time_source: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        inner: Store,
+        *,
+        prefixes: Sequence[str],
+        time_source: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not prefixes or not all(prefixes):
+            raise ValueError("MirroredStore needs at least one non-empty key prefix to mirror")
         self.inner = inner
+        self.prefixes = tuple(prefixes)
         self._now = time_source
         self._entries: dict[str, tuple[str, float]] = {}
         self._current = False
+
+    def is_mirrored(self, key: str) -> bool:
+        return key.startswith(self.prefixes)
 
     @property
     def current(self) -> bool:
@@ -78,7 +86,7 @@ class MirroredStore:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed revocation event")
             return
-        if isinstance(key, str) and is_mirrored(key):
+        if isinstance(key, str) and self.is_mirrored(key):
             self._apply(key, value if isinstance(value, str) else None, ttl_ms)
 
     def _lookup(self, keys: Sequence[str]) -> list[str | None]:
@@ -95,7 +103,7 @@ class MirroredStore:
     async def _resync(self) -> None:
         fresh: dict[str, tuple[str, float]] = {}
         now = self._now()
-        for prefix in MIRRORED_PREFIXES:
+        for prefix in self.prefixes:
             for key, value, ttl in await self.inner.scan(prefix):
                 fresh[key] = (value, now + ttl.total_seconds())
         self._entries = fresh
@@ -172,17 +180,17 @@ class MirroredStore:
     # -- the Store protocol -----------------------------------------------------------------
     async def put(self, key: str, value: str, ttl: timedelta) -> None:
         await self.inner.put(key, value, ttl)
-        if is_mirrored(key):
+        if self.is_mirrored(key):
             await self._announce(key, value, max(1, int(ttl.total_seconds() * 1000)))
 
     async def put_if_absent(self, key: str, value: str, ttl: timedelta) -> bool:
         stored = await self.inner.put_if_absent(key, value, ttl)
-        if stored and is_mirrored(key):
+        if stored and self.is_mirrored(key):
             await self._announce(key, value, max(1, int(ttl.total_seconds() * 1000)))
         return stored
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        if self._current and all(is_mirrored(key) for key in keys):
+        if self._current and all(self.is_mirrored(key) for key in keys):
             return self._lookup(keys)
         return await self.inner.get_many(keys)
 
@@ -191,7 +199,7 @@ class MirroredStore:
 
     async def delete(self, key: str) -> bool:
         existed = await self.inner.delete(key)
-        if is_mirrored(key):
+        if self.is_mirrored(key):
             await self._announce(key, None, 0)
         return existed
 

@@ -15,6 +15,7 @@ from auth_service.api.schemas.admin import (
     RotationStatusBody,
 )
 from auth_service.api.schemas.common import error_responses
+from auth_service.db.models import KeyStatus
 from auth_service.services import rotation
 from auth_service.services.accounts import authorize_admin
 from auth_service.services.keys import list_keys
@@ -70,4 +71,4 @@ async def revoke(kid: Kid, container: ContainerDep) -> RevokeKeyResult:
     away first; a revoked next key is replaced (verifiers may then need one JWKS refetch)."""
     revoked, active = await rotation.revoke_key(container.keys, container.policy, kid)
     await container.reload_keys()
-    return RevokeKeyResult(kid=revoked, status="revoked", active_kid=active)
+    return RevokeKeyResult(kid=revoked, status=KeyStatus.REVOKED, active_kid=active)

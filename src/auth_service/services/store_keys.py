@@ -1,0 +1,129 @@
+"""Every store key, lock name and channel name the services use: built here, nowhere else.
+
+Keys are relative: the store adds its own prefix (``auth:``), and lock names additionally
+go under its ``lock:`` namespace, so a lock name here is bare. Parts that name a client IP
+are ``limits.ip_group(ip)`` (an IPv6 /64 is one client); parts that name an account are the
+normalised email (``accounts.normalize_email``). Each entry says what it holds and who sets
+its TTL (the module that writes it).
+"""
+
+from __future__ import annotations
+
+# -- revocation entries (mirrored in memory by ``store.mirror.MirroredStore``) --------------
+REVOKED_PREFIX = "revoked:"
+USER_PREFIX = "user:"
+MIRRORED_PREFIXES = (REVOKED_PREFIX, USER_PREFIX)  # the prefixes MirroredStore mirrors
+
+
+def jti_key(jti: str) -> str:
+    """One revoked access token; TTL: revocation.revoke_jti (token expiry + leeway)."""
+    return f"{REVOKED_PREFIX}jti:{jti}"
+
+
+def sid_key(sid: str) -> str:
+    """A revoked session; TTL: revocation.revoke_sessions (access TTL + leeway)."""
+    return f"{REVOKED_PREFIX}sid:{sid}"
+
+
+def revoked_after_key(user_id: str) -> str:
+    """Epoch seconds: user's tokens issued at or before are revoked; TTL: revocation (horizon)."""
+    return f"{USER_PREFIX}{user_id}:revoked-after"
+
+
+def disabled_key(user_id: str) -> str:
+    """Set while the user is disabled; TTL: revocation.mark_disabled (horizon)."""
+    return f"{USER_PREFIX}{user_id}:disabled"
+
+
+# The revocation index marker (a random id); TTL: revocation.INDEX_MARKER_TTL, written by
+# revocation_index. Under ``revoked:`` so the mirror answers it from memory.
+INDEX_MARKER_KEY = f"{REVOKED_PREFIX}epoch"
+
+
+# -- login and second-factor limits -----------------------------------------------------------
+def login_from_key(group: str) -> str:
+    """Counter: password attempts from one IP group; TTL: limits.LOGIN_WINDOW (login)."""
+    return f"login:from:{group}"
+
+
+def login_pair_key(address: str, group: str) -> str:
+    """Counter: attempts on one account from one IP group; TTL: limits.LOGIN_WINDOW (login)."""
+    return f"login:pair:{address}:{group}"
+
+
+def login_device_key(address: str, group: str) -> str:
+    """Hint: the account logged in from this IP group; TTL: login (AUTH_KNOWN_CLIENT_DAYS)."""
+    return f"login:device:{address}:{group}"
+
+
+def login_urgent_key(address: str) -> str:
+    """Counter: an account's urgent (known-device) logins; TTL: login (LOGIN_WINDOW)."""
+    return f"login:urgent:{address}"
+
+
+def login_account_key(address: str) -> str:
+    """Counter: attempts on one account from all IPs; TTL: limits.LOGIN_WINDOW (login etc.)."""
+    return f"login:acct:{address}"
+
+
+def mfa_user_key(user_id: object) -> str:
+    """Counter: one user's second-factor attempts; TTL: limits.LOGIN_WINDOW (login, totp)."""
+    return f"mfa:user:{user_id}"
+
+
+def mfa_token_key(token_hash: str) -> str:
+    """A pending MFA challenge (JSON user id) by token hash; TTL: login (mfa_token_ttl)."""
+    return f"mfa:{token_hash}"
+
+
+def mfa_failure_key(token_hash: str) -> str:
+    """Counter: wrong codes against one MFA challenge; TTL: login (mfa_token_ttl window)."""
+    return f"mfa-fail:{token_hash}"
+
+
+def totp_used_key(user_id: object, step: int) -> str:
+    """A TOTP code (time step) already used by the user; TTL: totp._USED_CODE_TTL."""
+    return f"totp-used:{user_id}:{step}"
+
+
+# -- sessions and passwords ----------------------------------------------------------------
+def refresh_grace_key(token_hash: str) -> str:
+    """The sealed pair a used refresh token got; TTL: sessions (refresh_reuse_grace + 5 s)."""
+    return f"refresh-grace:{token_hash}"
+
+
+def register_ip_key(group: str) -> str:
+    """Registrations from one IP group (AUTH_REGISTER_IP_LIMIT per hour; the counter's window)."""
+    return f"register:ip:{group}"
+
+
+def forgot_email_key(email: str) -> str:
+    """Counter: reset requests for one email; TTL: passwords.FORGOT_WINDOW."""
+    return f"forgot:email:{email}"
+
+
+def forgot_ip_key(group: str) -> str:
+    """Counter: reset requests from one IP group; TTL: passwords.FORGOT_WINDOW."""
+    return f"forgot:ip:{group}"
+
+
+# -- service clients -------------------------------------------------------------------------
+def client_ip_failure_key(group: str) -> str:
+    """Counter: failed client authentications from one IP group; TTL: clients (window)."""
+    return f"client-fail:ip:{group}"
+
+
+def client_id_failure_key(client_id: str) -> str:
+    """Counter: failed authentications of one client id; TTL: clients (window)."""
+    return f"client-fail:id:{client_id}"
+
+
+def client_seen_key(client_id: str, group: str) -> str:
+    """Set when the client authenticated from this IP group; TTL: clients (familiar_ttl)."""
+    return f"client-seen:{client_id}:{group}"
+
+
+# -- locks (bare names: the store puts them under ``lock:``) and channels ---------------------
+SIGNING_KEYS_LOCK = "signing-keys"  # signing-key changes; TTL: keys/rotation (ctx.lock_ttl)
+REVOCATION_REBUILD_LOCK = "revocation-rebuild"  # index rebuild; TTL: revocation_index
+KEYS_CHANNEL = "keys-changed"  # "keys changed" events (keys, rotation -> key_events); no TTL
