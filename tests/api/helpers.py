@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
 from auth_service.services.clients import create_client
 from tests.conftest import Service
 
@@ -58,3 +61,21 @@ def mails(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _segment(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def sign_as_service(service: Service, claims: dict[str, Any]) -> str:
+    """A token the service could have issued: its active key, its header (for claims the
+    service would not put in a token it issues itself, e.g. a session never revoked)."""
+    signing = service.container.keyring.signing
+    assert signing is not None
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": signing.kid}
+    signing_input = f"{_segment(header)}.{_segment(claims)}"
+    signature = signing.private_key.sign(
+        signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"

@@ -180,6 +180,19 @@ async def test_a_variant_of_a_cached_token_is_verified_afresh_and_refused(
 # -- client authentication: refresh-ahead ---------------------------------------------------
 
 
+def _authenticator(
+    container: Container, hasher: PasswordHasher, ticks: Ticks
+) -> ClientAuthenticator:
+    return ClientAuthenticator(
+        container.reader,
+        hasher,
+        store=container.store,
+        failure_limit=20,
+        cache_seconds=30,
+        time_source=ticks,
+    )
+
+
 class GatedHasher(PasswordHasher):
     """Cheap argon2id; while ``gate`` is set, the next ``verify`` waits for it to be released."""
 
@@ -203,14 +216,7 @@ async def test_a_late_background_check_cannot_readmit_a_client_refused_since(
     foreground check already refused the deleted client: it must not re-arm a window."""
     container, client_id, secret = registered_client
     hasher, ticks = GatedHasher(), Ticks()
-    auth = ClientAuthenticator(
-        container.reader,
-        hasher,
-        store=container.store,
-        failure_limit=20,
-        cache_seconds=30,
-        time_source=ticks,
-    )
+    auth = _authenticator(container, hasher, ticks)
     try:
         assert await auth.authenticate(client_id, secret, None) == client_id
         release = asyncio.Event()
@@ -245,14 +251,7 @@ async def test_a_database_outage_during_refresh_lets_the_entry_lapse_on_time(
 ) -> None:
     container, client_id, secret = registered_client
     hasher, ticks = GatedHasher(), Ticks()
-    auth = ClientAuthenticator(
-        container.reader,
-        hasher,
-        store=container.store,
-        failure_limit=20,
-        cache_seconds=30,
-        time_source=ticks,
-    )
+    auth = _authenticator(container, hasher, ticks)
     try:
         assert await auth.authenticate(client_id, secret, None) == client_id
         auth._sessionmaker = _Down  # type: ignore[assignment]

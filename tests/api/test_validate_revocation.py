@@ -3,46 +3,29 @@ revocation made through one instance seen by another at once (API.md "Tokens")."
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container, start, stop
 from auth_service.services.keyring import KeySnapshot
 from auth_service.services.revocation import mark_disabled
 from auth_service.store import RedisStore, Store
-from tests.api.helpers import PASSWORD, LoggedIn, client_headers, register_and_login, validate
+from tests.api.helpers import (
+    PASSWORD,
+    LoggedIn,
+    client_headers,
+    register_and_login,
+    sign_as_service,
+    validate,
+)
+from tests.api.mfa_helpers import claims as claims_of
 from tests.conftest import REDIS_URL, Service, is_postgres
-
-
-def _claims(token: str) -> dict[str, Any]:
-    return jwt.decode(token, options={"verify_signature": False})
-
-
-def _segment(value: Any) -> str:
-    raw = json.dumps(value, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _sign_as_service(service: Service, claims: dict[str, Any]) -> str:
-    """A token the service could have issued: its active key, its header."""
-    signing = service.container.keyring.signing
-    assert signing is not None
-    header = {"alg": "RS256", "typ": "at+jwt", "kid": signing.kid}
-    signing_input = f"{_segment(header)}.{_segment(claims)}"
-    signature = signing.private_key.sign(
-        signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
-    )
-    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
 async def _login(service: Service, user: LoggedIn) -> dict[str, Any]:
@@ -91,8 +74,8 @@ async def test_deleting_a_session_from_another_revokes_its_tokens(
 ) -> None:
     victim = user.pair["access_token"]
     other = (await _login(service, user))["access_token"]
-    sid = _claims(victim)["sid"]
-    assert sid != _claims(other)["sid"]
+    sid = claims_of(victim)["sid"]
+    assert sid != claims_of(other)["sid"]
     response = await service.client.delete(f"/auth/sessions/{sid}", headers=_bearer(other))
     assert response.status_code == 204
     assert await _reason(service, victim, headers) == "session_revoked"
@@ -131,8 +114,8 @@ async def test_logout_all_revokes_every_token_issued_up_to_then(
 ) -> None:
     before = user.pair["access_token"]
     # Same user and key, a session that is NOT revoked: only the revoke-after rule can refuse it.
-    claims = _claims(before)
-    unrevoked_session = _sign_as_service(
+    claims = claims_of(before)
+    unrevoked_session = sign_as_service(
         service, {**claims, "jti": "outside-any-session", "sid": "not-a-revoked-session"}
     )
     assert await _reason(service, unrevoked_session, headers) is None
@@ -143,7 +126,7 @@ async def test_logout_all_revokes_every_token_issued_up_to_then(
     assert await _reason(service, unrevoked_session, headers) == "token_revoked"
     clock.advance(1)
     after = (await _login(service, user))["access_token"]
-    assert _claims(after)["iat"] > claims["iat"]
+    assert claims_of(after)["iat"] > claims["iat"]
     assert await _reason(service, after, headers) is None
 
 

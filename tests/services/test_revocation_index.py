@@ -6,20 +6,15 @@ the store the way a Redis restart does, and shows the token is still refused."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import jwt
 import pytest
 import redis.asyncio
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -47,8 +42,10 @@ from tests.api.helpers import (
     LoggedIn,
     client_headers,
     register_and_login,
+    sign_as_service,
     validate,
 )
+from tests.api.mfa_helpers import claims as claims_of
 from tests.conftest import REDIS_URL, Service, started
 
 REFUSED_LOGOUT = {"session_revoked", "token_revoked"}
@@ -71,27 +68,6 @@ async def flush_store(store: Store, prefix: str) -> None:
 def fresh_store(store: Store, prefix: str) -> Store:
     """The store a restarted process finds: the embedded one starts empty, Redis is shared."""
     return MemoryStore(prefix=prefix) if isinstance(store, MemoryStore) else store
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    return jwt.decode(token, options={"verify_signature": False})
-
-
-def _segment(value: Any) -> str:
-    raw = json.dumps(value, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def sign_as_service(service: Service, claims: dict[str, Any]) -> str:
-    """A token the service could have issued (its active key): for a session never revoked."""
-    signing = service.container.keyring.signing
-    assert signing is not None
-    header = {"alg": "RS256", "typ": "at+jwt", "kid": signing.kid}
-    signing_input = f"{_segment(header)}.{_segment(claims)}"
-    signature = signing.private_key.sign(
-        signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
-    )
-    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
 async def refusal(service: Service, token: str, headers: dict[str, str]) -> str | None:
