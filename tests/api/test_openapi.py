@@ -33,3 +33,26 @@ async def test_ready_declares_its_503(service: Service) -> None:
     assert ready["503"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ReadinessFailure"
     )
+
+
+HASHING_ROUTES = [
+    ("post", "/auth/register"),
+    ("post", "/auth/login"),
+    ("post", "/auth/mfa/totp/setup"),
+    ("post", "/auth/mfa/totp/disable"),
+    ("post", "/auth/password/change"),
+    ("post", "/auth/password/reset"),
+    ("post", "/validate"),
+    ("post", "/validate/batch"),
+]
+
+
+async def test_routes_that_hash_declare_server_busy(service: Service) -> None:
+    """A full hashing queue answers 503 server_busy: every route that hashes a password or a
+    client secret says so in its OpenAPI, and only the 503 of such a route does."""
+    document = (await service.client.get("/openapi.json")).json()
+    for method, path in HASHING_ROUTES:
+        declared = document["paths"][path][method]["responses"]["503"]["description"]
+        assert "`server_busy`" in declared, path
+    ready = document["paths"]["/health/ready"]["get"]["responses"]["503"]["description"]
+    assert "server_busy" not in ready

@@ -25,7 +25,7 @@ from auth_service.api.schemas.account import (
     TotpSetupRequest,
 )
 from auth_service.api.schemas.auth import TokenPairOut
-from auth_service.api.schemas.common import error_responses
+from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
 from auth_service.services import passwords, totp
 from auth_service.services.accounts import try_normalize_email
@@ -66,8 +66,10 @@ async def login_mfa(
         409,
         422,
         429,
+        503,
         s401=(E.INVALID_CREDENTIALS, E.INVALID_TOKEN),
         s409=(E.MFA_ALREADY_ENABLED,),
+        s503=HASHING_503,
     ),
 )
 async def totp_setup(
@@ -117,7 +119,9 @@ async def totp_confirm(
         401,
         422,
         429,
+        503,
         s400=(E.INVALID_MFA_CODE,),
+        s503=HASHING_503,
         s401=(E.INVALID_CREDENTIALS, E.INVALID_TOKEN),
     ),
 )
@@ -147,7 +151,13 @@ async def totp_disable(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(
-        401, 422, 429, s401=(E.INVALID_CREDENTIALS, E.INVALID_TOKEN), s422=(E.WEAK_PASSWORD,)
+        401,
+        422,
+        429,
+        503,
+        s401=(E.INVALID_CREDENTIALS, E.INVALID_TOKEN),
+        s422=(E.WEAK_PASSWORD,),
+        s503=HASHING_503,
     ),
 )
 async def password_change(
@@ -196,7 +206,9 @@ async def password_forgot(
     "/password/reset",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(400, 422, s400=(E.INVALID_RESET_TOKEN,), s422=(E.WEAK_PASSWORD,)),
+    responses=error_responses(
+        400, 422, 503, s400=(E.INVALID_RESET_TOKEN,), s422=(E.WEAK_PASSWORD,), s503=HASHING_503
+    ),
 )
 async def password_reset(body: PasswordResetRequest, container: ContainerDep) -> Response:
     """Sets the new password, burns every outstanding reset token, revokes every session."""

@@ -24,7 +24,7 @@ from auth_service.api.schemas.auth import (
     UserCreated,
     UserMe,
 )
-from auth_service.api.schemas.common import error_responses
+from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
 from auth_service.errors import NotFoundError
 from auth_service.services import accounts, sessions
@@ -54,6 +54,7 @@ def _pair_out(pair: sessions.TokenPair) -> TokenPairOut:
             s409=(E.EMAIL_TAKEN,),
             s403=(E.REGISTRATION_CLOSED,),
             s422=(E.INVALID_REQUEST, E.WEAK_PASSWORD),
+            s503=HASHING_503,
         ),
     },
 )
@@ -68,7 +69,14 @@ async def register(body: UserCreate, container: ContainerDep, ip: ClientIpDep) -
     "/login",
     response_model=TokenPairOut | MfaChallengeOut,
     responses=error_responses(
-        401, 403, 422, 429, 503, s401=(E.INVALID_CREDENTIALS,), s403=(E.ACCOUNT_DISABLED,)
+        401,
+        403,
+        422,
+        429,
+        503,
+        s401=(E.INVALID_CREDENTIALS,),
+        s403=(E.ACCOUNT_DISABLED,),
+        s503=HASHING_503,
     ),
 )
 async def login(

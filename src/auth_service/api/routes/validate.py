@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from auth_service.api.deps import container_of, get_client_id
-from auth_service.api.schemas.common import error_responses
+from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.api.schemas.validation import (
     BatchRequest,
     BatchResult,
@@ -31,7 +31,7 @@ from auth_service.services.validation import Verdict
 
 router = APIRouter(prefix="/validate", tags=["validation"])
 
-_ERRORS = error_responses(401, 422, 429, 503, s401=(E.INVALID_CLIENT,))
+_ERRORS = error_responses(401, 422, 429, 503, s401=(E.INVALID_CLIENT,), s503=HASHING_503)
 
 _NOT_JSON = "the body must be JSON (Content-Type: application/json)"
 

@@ -27,6 +27,11 @@ _DEFAULT_CODES: dict[int, tuple[ErrorCode, ...]] = {
 }
 
 
+# Routes that hash a password or a client secret may also answer 503 server_busy (a full
+# hashing queue, crypto/hash_queue.py); they declare ``s503=HASHING_503``.
+HASHING_503: tuple[ErrorCode, ...] = (ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.SERVER_BUSY)
+
+
 def error_responses(
     *statuses: int, **codes: tuple[ErrorCode, ...]
 ) -> dict[int | str, dict[str, Any]]:
