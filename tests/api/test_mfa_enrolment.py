@@ -20,11 +20,6 @@ SETUP = "/auth/mfa/totp/setup"
 
 
 @pytest.fixture
-def mail_file(tmp_path: Path) -> Path:
-    return tmp_path / "mail.jsonl"
-
-
-@pytest.fixture
 async def service(
     make_container: Callable[..., Container],
     make_settings: Callable[..., Settings],

@@ -42,11 +42,6 @@ VARYING_HEADERS = {"date", "x-request-id"}
 
 
 @pytest.fixture
-def mail_file(tmp_path: Path) -> Path:
-    return tmp_path / "mail.jsonl"
-
-
-@pytest.fixture
 async def service(
     make_container: Callable[..., Container],
     make_settings: Callable[..., Settings],

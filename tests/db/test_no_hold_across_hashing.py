@@ -161,3 +161,26 @@ async def test_an_accounts_urgent_logins_have_a_budget(
             assert login.status_code == 200
         assert recording.urgent == [True] * URGENT_LOGINS_PER_ACCOUNT + [False, False]
     recording.close()
+
+
+@pytest.mark.skipif(is_postgres(), reason="SQLite's write lock")
+async def test_reads_on_sqlite_do_not_wait_for_the_write_lock(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> None:
+    """While a writer holds SQLite's write lock, a read through the reader sessionmaker goes
+    through at once (a deferred BEGIN in WAL mode); every transaction used to be BEGIN
+    IMMEDIATE, so reads queued behind writers (and, with a 1 s busy wait, failed)."""
+    from sqlalchemy import func, select
+
+    from auth_service.db.models import User
+
+    container = make_container(make_settings(db_connect_timeout_seconds=1))
+    async with container.sessionmaker.begin() as writer:
+        await writer.execute(select(func.count()).select_from(User))  # BEGIN IMMEDIATE: locked
+        async with container.reader() as reader:
+            count = await asyncio.wait_for(
+                reader.scalar(select(func.count()).select_from(User)), timeout=0.5
+            )
+        assert count == 0
+    await container.engine.dispose()
+    container.hasher.close()
