@@ -230,7 +230,7 @@ async def _set_disabled(settings: Settings, email: str, verb: str) -> str:
         if found is None:
             raise ConfigurationError("no user has this email")
         await accounts.set_disabled(container.sessions, found.id, verb == "disable")
-        return f"{verb}d {found.email} ({found.id})" + _store_note(settings, verb)
+        return f"{verb}d {found.email} ({found.id})"
 
 
 async def _new_client(settings: Settings, name: str) -> str:
@@ -241,16 +241,6 @@ async def _new_client(settings: Settings, name: str) -> str:
         async with container.sessionmaker.begin() as session:
             created = await create_client(session, container.hasher, container.clock, name=name)
         return f"client_id={created.client.client_id}\nclient_secret={created.client_secret}"
-
-
-def _store_note(settings: Settings, action: str) -> str:
-    if settings.redis_url is not None:
-        return ""
-    return (
-        "\nnote: without AUTH_REDIS_URL a running `serve` process keeps its own in-process "
-        f"store: it sees this {action} when it restarts (it rebuilds revocations from the "
-        "database at start)"
-    )
 
 
 def _users(args: argparse.Namespace, settings: Settings) -> int:

@@ -45,6 +45,7 @@ from auth_service.services.revocation import INDEX_MARKER_KEY, RevocationPolicy
 from auth_service.services.revocation_index import (
     RevocationIndex,
     check_eviction_policy,
+    follow_database,
     prepare_index,
 )
 from auth_service.services.rotation import RotationPolicy
@@ -59,6 +60,8 @@ from auth_service.store.mirror import MirroredStore
 log = logging.getLogger(__name__)
 
 _STOP_SECONDS = 5
+# With the in-process store a CLI change (another process) reaches this one within a second.
+_DATABASE_FOLLOW_EVERY = timedelta(seconds=0.5)
 
 
 @dataclass
@@ -213,6 +216,13 @@ async def start(container: Container) -> None:
     container.keyring.replace(await load_snapshot(container.keys))
     # Never serve from a store that lost revocations: rebuild it from the database first.
     await prepare_index(container.revocations.ensure)
+    if container.settings.redis_url is None:  # the in-process store: follow the database
+        container.tasks.append(
+            asyncio.create_task(
+                follow_database(container.revocations, every=_DATABASE_FOLLOW_EVERY),
+                name="revocation-database",
+            )
+        )
     if container.mirror is not None:
         follow = container.mirror.follow(
             before_resync=container.revocations.ensure, marker_key=INDEX_MARKER_KEY

@@ -207,6 +207,38 @@ class RevocationIndex:
                 await self._store.extend_lock(LOCK_NAME, token, self._lock_ttl)
         return copied
 
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    async def catch_up(self, since: datetime) -> None:
+        """Index what the database recorded at or after ``since``: sessions revoked, users'
+        revoke-after times, users disabled (and the disabled entry of users enabled)."""
+        now = self._clock.now()
+        async with self._sessionmaker() as db:  # read-only: nothing to commit
+            revoked = (
+                await db.execute(
+                    select(Session.id, Session.revoked_at).where(Session.revoked_at >= since)
+                )
+            ).all()
+            changed = (
+                await db.execute(
+                    select(
+                        User.id, User.disabled, User.tokens_revoked_after, User.updated_at
+                    ).where(User.updated_at >= since)
+                )
+            ).all()
+        entries = [self._session_entry(str(sid), at, now) for sid, at in revoked if at]
+        for user_id, disabled, revoked_after, updated_at in changed:
+            if revoked_after is not None and revoked_after >= since:
+                entries.append(self._revoked_after_entry(str(user_id), revoked_after, now))
+            if disabled:
+                entries.append(self._disabled_entry(str(user_id), updated_at, now))
+            else:
+                await self._store.delete(disabled_key(str(user_id)))
+        for entry in entries:
+            if entry is not None:
+                await self._store.put(*entry)
+
     async def _pages(self, query: Select[Any, Any]) -> AsyncIterator[list[Row]]:
         """Rows ``(id, time)`` of ``query`` in primary-key pages, one short session each."""
         id_column = query.selected_columns[0]
@@ -256,6 +288,22 @@ class RevocationIndex:
         for user_id in enabled:
             log.info("user %s was enabled during the revocation rebuild", user_id)
             await self._store.delete(disabled_key(user_id))
+
+
+async def follow_database(index: RevocationIndex, *, every: timedelta) -> None:
+    """For the in-process store only (one serving process, while the CLI writes the database
+    from another, e.g. ``auth-service users disable``): every ``every`` the index catches up
+    with what the database recorded since the last look. Runs until cancelled."""
+    since = index.now()
+    while True:
+        await asyncio.sleep(every.total_seconds())
+        looked_at = index.now()
+        try:
+            await index.catch_up(since)
+        except (SQLAlchemyError, OSError, StoreUnavailableError) as exc:
+            log.warning("the revocation index could not catch up (%s)", type(exc).__name__)
+            continue
+        since = looked_at - every  # overlap: a row committed late is looked at twice
 
 
 async def check_eviction_policy(store: Store, *, environment: str, assume_noeviction: bool) -> None:
