@@ -36,7 +36,6 @@ from auth_service.container import Container, build_container
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.db.base import Base
 from auth_service.db.migrate import upgrade_to_head
-from auth_service.services.clients import create_client
 from auth_service.settings import Settings
 from auth_service.store import MemoryStore, RedisStore, Store
 
@@ -272,8 +271,7 @@ async def registered_client(
 ) -> AsyncIterator[tuple[Container, str, str]]:
     """A container (not started) with one service client: (container, client_id, secret)."""
     container = make_container()
-    async with container.sessionmaker() as session, session.begin():
-        created = await create_client(session, container.hasher, container.clock, name="billing")
+    created = await container.clients.create(name="billing")
     yield container, created.client.client_id, created.client_secret
     await container.engine.dispose()
     container.hasher.close()

@@ -263,6 +263,28 @@ async def test_create_admin_and_clients_create(
     assert checked.json()["valid"] is True
 
 
+async def test_clients_list_and_delete(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    _cli_environment(service, monkeypatch)
+    assert await asyncio.to_thread(main, ["clients", "list"]) == 0
+    assert capsys.readouterr().out.strip() == "no clients"
+    for name in ("billing", "search"):
+        assert await asyncio.to_thread(main, ["clients", "create", name]) == 0
+    ids = [line.split("=", 1)[1] for line in capsys.readouterr().out.split() if "client_id=" in line]
+    assert await asyncio.to_thread(main, ["clients", "list"]) == 0
+    listed = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(row[0], row[-1]) for row in listed] == [(ids[0], "billing"), (ids[1], "search")]
+    assert await asyncio.to_thread(main, ["clients", "delete", ids[0]]) == 0
+    assert capsys.readouterr().out.strip() == f"deleted {ids[0]}"
+    assert await asyncio.to_thread(main, ["clients", "list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()] == [ids[1]]
+    assert await asyncio.to_thread(main, ["clients", "delete", ids[0]]) == 2
+    assert "auth-service: error: No such client." in capsys.readouterr().err
+
+
 def _cli_environment(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI on the service's own database and store (as an operator's shell would be)."""
     settings = service.container.settings

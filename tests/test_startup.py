@@ -21,7 +21,7 @@ async def test_wrong_secret_fails_startup_clearly(
     make_container: Callable[..., Container], make_settings: Callable[..., Settings]
 ) -> None:
     first = make_container()
-    await ensure_signing_keys(first.keys)
+    await ensure_signing_keys(first.rotation.keys)
     await first.engine.dispose()
     app = create_app(container=make_container(make_settings(key_encryption_secret=OTHER_SECRET)))
     with pytest.raises(KeyDecryptionError, match="does not decrypt signing key"):
@@ -82,4 +82,4 @@ async def test_running_without_serve_starts_nothing_and_always_closes(
 
     with pytest.raises(RuntimeError, match="the command failed"):
         await failing_command()
-    assert seen[0].sessions.password_policy._closed
+    assert seen[0].password_policy._closed

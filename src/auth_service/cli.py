@@ -1,5 +1,5 @@
 """The ``auth-service`` command: serve, migrate, gen-secret, keys list/rotate/revoke,
-create-admin, clients create, users disable/enable.
+create-admin, clients create/list/delete, users disable/enable.
 
 Every failure an operator can fix prints one line, ``auth-service: error: ...``, and exits 2.
 """
@@ -99,7 +99,7 @@ async def preflight(settings: Settings) -> None:
     async with running(settings) as container:
         await check_schema(container.engine)
         await container.store.ping()
-        await load_snapshot(container.keys)
+        await load_snapshot(container.rotation.keys)  # opens every key; the cache is unused
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,12 +146,12 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 async def _list_keys(settings: Settings) -> list[list[str]]:
     """Only the database: listing needs no secret (a container does), so no container."""
-    from auth_service.db.session import create_engine, create_sessionmaker
+    from auth_service.db.session import Database, create_engine
     from auth_service.services.keys import list_keys
 
     engine = create_engine(settings)
     try:
-        async with create_sessionmaker(engine)() as session:
+        async with Database.on(engine).read() as session:
             rows = await list_keys(session)
     finally:
         await engine.dispose()
@@ -181,13 +181,12 @@ async def _change_keys(settings: Settings, kid: str | None = None) -> str:
     """``keys rotate`` / ``keys revoke KID``: the same use cases as the admin API, so the same
     lock, checks and "keys changed" event (running instances reload within a second)."""
     from auth_service.container import running
-    from auth_service.services.rotation import revoke_key, rotate_keys
 
     async with running(settings) as container:
         if kid is not None:
-            revoked, active = await revoke_key(container.keys, container.policy, kid)
+            revoked, active = await container.rotation.revoke(kid)
             return f"revoked {revoked}; active key {active}"
-        result = await rotate_keys(container.keys, container.policy, trigger="manual")
+        result = await container.rotation.rotate()
         return f"rotated: active key {result.active_kid}, retired {result.previous_kid}"
 
 
@@ -207,11 +206,9 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _register_admin(settings: Settings, email: str, password: str) -> str:
     from auth_service.container import running
-    from auth_service.services import accounts
 
     async with running(ensure_dev_secret(settings)) as container:
-        user = await accounts.register(
-            container.sessions,
+        user = await container.accounts.register(
             email=email,
             password=password,
             ip=None,
@@ -223,24 +220,38 @@ async def _register_admin(settings: Settings, email: str, password: str) -> str:
 
 async def _set_disabled(settings: Settings, email: str, verb: str) -> str:
     from auth_service.container import running
-    from auth_service.services import accounts
 
     async with running(ensure_dev_secret(settings)) as container:
-        found = await accounts.get_user_by_email(container.sessions, email)
+        found = await container.accounts.get_by_email(email)
         if found is None:
             raise ConfigurationError("no user has this email")
-        await accounts.set_disabled(container.sessions, found.id, verb == "disable")
+        await container.accounts.set_disabled(found.id, verb == "disable")
         return f"{verb}d {found.email} ({found.id})"
 
 
 async def _new_client(settings: Settings, name: str) -> str:
     from auth_service.container import running
-    from auth_service.services.clients import create_client
 
     async with running(ensure_dev_secret(settings)) as container:
-        async with container.sessionmaker.begin() as session:
-            created = await create_client(session, container.hasher, container.clock, name=name)
+        created = await container.clients.create(name=name)
         return f"client_id={created.client.client_id}\nclient_secret={created.client_secret}"
+
+
+async def _client_list(settings: Settings) -> str:
+    from auth_service.container import running
+
+    async with running(ensure_dev_secret(settings)) as container:
+        rows = await container.clients.active()
+    lines = [f"{row.client_id}  {row.created_at.isoformat()}  {row.name}" for row in rows]
+    return "\n".join(lines) or "no clients"
+
+
+async def _client_delete(settings: Settings, client_id: str) -> str:
+    from auth_service.container import running
+
+    async with running(ensure_dev_secret(settings)) as container:
+        await container.clients.delete(client_id)
+    return f"deleted {client_id}"
 
 
 def _users(args: argparse.Namespace, settings: Settings) -> int:
@@ -256,6 +267,16 @@ def _create_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def _create_client(args: argparse.Namespace, settings: Settings) -> int:
     print(asyncio.run(_new_client(settings, args.name)))
+    return 0
+
+
+def _list_clients(_args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_client_list(settings)))
+    return 0
+
+
+def _delete_client(args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_client_delete(settings, args.client_id)))
     return 0
 
 
@@ -293,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     create = client_commands.add_parser("create", help="create a client; prints id and secret")
     create.add_argument("name")
     create.set_defaults(handler=_configured(_create_client))
+    client_list = client_commands.add_parser("list", help="list the clients (not deleted)")
+    client_list.set_defaults(handler=_configured(_list_clients))
+    client_delete = client_commands.add_parser(
+        "delete", help="delete a client: its secret stops authenticating"
+    )
+    client_delete.add_argument("client_id")
+    client_delete.set_defaults(handler=_configured(_delete_client))
     users = commands.add_parser("users", help="user accounts")
     user_commands = users.add_subparsers(dest="users_command", required=True)
     for verb, text in (

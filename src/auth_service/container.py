@@ -12,35 +12,28 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service.clock import Clock, SystemClock
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
-from auth_service.db.session import (
-    create_engine,
-    create_read_sessionmaker,
-    create_sessionmaker,
-)
+from auth_service.db.session import Database, create_engine
 from auth_service.errors import ConfigurationError
 from auth_service.scheduler import KeyScheduler
-from auth_service.services.clients import ClientAuthenticator
-from auth_service.services.key_events import follow_key_events, reload_keyring
+from auth_service.services.accounts import AccountRules, Accounts
+from auth_service.services.client_auth import ClientAuthenticator
+from auth_service.services.clients import Clients
+from auth_service.services.health import Health
 from auth_service.services.keyring import KeyRing
-from auth_service.services.keys import (
-    KeyContext,
-    KeyGenerator,
-    ensure_signing_keys,
-    load_snapshot,
-    signing_envelope,
-)
+from auth_service.services.keys import KeyContext, KeyGenerator, signing_envelope
+from auth_service.services.login import LoginRules, Logins
 from auth_service.services.mail import Mailer, create_mailer
 from auth_service.services.password_policy import PasswordPolicy
+from auth_service.services.passwords import PasswordRules, Passwords
 from auth_service.services.revocation import INDEX_MARKER_KEY, RevocationPolicy
 from auth_service.services.revocation_index import (
     RevocationIndex,
@@ -48,11 +41,12 @@ from auth_service.services.revocation_index import (
     follow_database,
     prepare_index,
 )
-from auth_service.services.rotation import RotationPolicy
-from auth_service.services.sessions import SessionContext
+from auth_service.services.rotation import KeyRotation, RotationPolicy
+from auth_service.services.sessions import SessionPolicy, Sessions
 from auth_service.services.store_keys import MIRRORED_PREFIXES
-from auth_service.services.totp import TotpContext
-from auth_service.services.validation import TokenValidator
+from auth_service.services.tokens import TokenIssuer, TokenPolicy
+from auth_service.services.totp import Totp
+from auth_service.services.validation import TokenValidator, ValidationPolicy
 from auth_service.settings import Settings, ensure_production_ready
 from auth_service.store import Store, StoreUnavailableError, create_store
 from auth_service.store.mirror import MirroredStore
@@ -66,30 +60,34 @@ _DATABASE_FOLLOW_EVERY = timedelta(seconds=0.5)
 
 @dataclass
 class Container:
+    """Settings and infrastructure, the services (one per area, what routes reach through
+    ``api/deps.py``), and the runtime state of a started instance."""
+
     settings: Settings
     engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    reader: async_sessionmaker[AsyncSession]
+    db: Database
     store: Store
     clock: Clock
     keyring: KeyRing
-    keys: KeyContext
     hasher: PasswordHasher
-    validator: TokenValidator
-    clients: ClientAuthenticator
-    sessions: SessionContext
-    policy: RotationPolicy
-    totp: TotpContext
+    password_policy: PasswordPolicy
     mailer: Mailer
     revocations: RevocationIndex
+    # The services:
+    accounts: Accounts
+    logins: Logins
+    sessions: Sessions
+    passwords: Passwords
+    totp: Totp
+    rotation: KeyRotation
+    validator: TokenValidator
+    clients: Clients
+    health: Health
+    # Runtime:
     scheduler: KeyScheduler | None = None
     owns_store: bool = True
     mirror: MirroredStore | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def reload_keys(self) -> bool:
-        """Reload this instance's key cache now (the others follow the "keys changed" event)."""
-        return await reload_keyring(self.keys, self.keyring)
 
 
 def build_container(
@@ -98,11 +96,11 @@ def build_container(
     clock: Clock | None = None,
     store: Store | None = None,
     key_generator: KeyGenerator = generate_rsa_key,
+    hasher: PasswordHasher | None = None,
 ) -> Container:
     ensure_production_ready(settings)
     engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
-    reader = create_read_sessionmaker(engine)
+    db = Database.on(engine)
     clock = clock or SystemClock()
     owns_store = store is None
     if store is None:
@@ -116,8 +114,72 @@ def build_container(
     )
     if mirror is not None:
         store = mirror
+    keyring = KeyRing()
+    hasher = hasher or PasswordHasher.from_settings(settings)
+    revocations = RevocationIndex(db.writer, store, clock, RevocationPolicy.from_settings(settings))
+    rotation = _key_rotation(settings, db, store, keyring, clock, key_generator)
+    users = _user_areas(settings, db, store, keyring, hasher, clock)
+    authenticator = ClientAuthenticator(
+        db.reader,  # it only reads the client row (on SQLite: no write lock)
+        hasher,
+        store=store,
+        failure_limit=settings.client_auth_failure_limit,
+        cache_seconds=settings.client_auth_cache_seconds,
+        familiar_ttl=timedelta(days=settings.known_client_days),
+    )
+    return Container(
+        settings=settings,
+        engine=engine,
+        db=db,
+        store=store,
+        clock=clock,
+        keyring=keyring,
+        hasher=hasher,
+        password_policy=users.password_policy,
+        mailer=users.mailer,
+        revocations=revocations,
+        accounts=users.accounts,
+        logins=users.logins,
+        sessions=users.sessions,
+        passwords=users.passwords,
+        totp=users.totp,
+        rotation=rotation,
+        validator=TokenValidator(
+            keyring,
+            store,
+            ValidationPolicy.from_settings(settings),
+            clock,
+            reload_keys=rotation.reload,
+            ensure_index=revocations.ensure,
+        ),
+        clients=Clients(db, hasher, authenticator, clock),
+        health=Health(
+            engine,
+            store,
+            keyring,
+            clock,
+            stale_after=timedelta(seconds=3 * settings.key_cache_refresh_seconds),
+        ),
+        scheduler=(
+            KeyScheduler(rotation, every=timedelta(seconds=settings.key_check_interval_seconds))
+            if settings.scheduler_enabled
+            else None
+        ),
+        owns_store=owns_store,
+        mirror=mirror,
+    )
+
+
+def _key_rotation(
+    settings: Settings,
+    db: Database,
+    store: Store,
+    keyring: KeyRing,
+    clock: Clock,
+    key_generator: KeyGenerator,
+) -> KeyRotation:
     keys = KeyContext(
-        sessionmaker=sessionmaker,
+        sessionmaker=db.writer,
         store=store,
         envelope=signing_envelope(settings.secret_value()),
         clock=clock,
@@ -125,65 +187,43 @@ def build_container(
         lock_ttl=timedelta(seconds=settings.key_lock_ttl_seconds),
         generate=key_generator,
     )
-    keyring = KeyRing()
-    hasher = PasswordHasher.from_settings(settings)
-    password_policy = PasswordPolicy.from_settings(settings)
-    policy = RotationPolicy.from_settings(settings)
-    revocations = RevocationIndex(
-        sessionmaker,
-        store,
-        clock,
-        RevocationPolicy(settings.access_token_ttl, settings.clock_leeway),
-    )
+    return KeyRotation(keys, RotationPolicy.from_settings(settings), keyring, db)
 
-    return Container(
-        settings=settings,
-        engine=engine,
-        sessionmaker=sessionmaker,
-        reader=reader,
-        store=store,
-        clock=clock,
-        keyring=keyring,
-        keys=keys,
-        hasher=hasher,
-        validator=TokenValidator(
-            keyring,
-            store,
-            settings,
-            clock,
-            reload_keys=partial(reload_keyring, keys, keyring),
-            ensure_index=revocations.ensure,
-        ),
-        clients=ClientAuthenticator(
-            reader,  # it only reads the client row (on SQLite: no write lock)
-            hasher,
-            store=store,
-            failure_limit=settings.client_auth_failure_limit,
-            cache_seconds=settings.client_auth_cache_seconds,
-            familiar_ttl=timedelta(days=settings.known_client_days),
-        ),
-        sessions=SessionContext(
-            sessionmaker=sessionmaker,
-            reader=reader,
-            hasher=hasher,
-            password_policy=password_policy,
-            store=store,
-            keyring=keyring,
-            settings=settings,
-            clock=clock,
-        ),
-        policy=policy,
-        totp=TotpContext.from_settings(settings, store, clock),
-        mailer=create_mailer(settings, clock),
-        revocations=revocations,
-        scheduler=(
-            KeyScheduler(keys, policy, every=timedelta(seconds=settings.key_check_interval_seconds))
-            if settings.scheduler_enabled
-            else None
-        ),
-        owns_store=owns_store,
-        mirror=mirror,
-    )
+
+@dataclass(frozen=True, slots=True)
+class _UserAreas:
+    password_policy: PasswordPolicy
+    mailer: Mailer
+    sessions: Sessions
+    passwords: Passwords
+    totp: Totp
+    logins: Logins
+    accounts: Accounts
+
+
+def _user_areas(
+    settings: Settings,
+    db: Database,
+    store: Store,
+    keyring: KeyRing,
+    hasher: PasswordHasher,
+    clock: Clock,
+) -> _UserAreas:
+    """The frontend-facing services, each given the ones it calls."""
+    policy = PasswordPolicy.from_settings(settings)
+    mailer = create_mailer(settings, clock)
+    revocation = RevocationPolicy.from_settings(settings)
+    tokens = TokenIssuer(keyring, TokenPolicy.from_settings(settings))
+    sessions = Sessions(db, store, tokens, SessionPolicy.from_settings(settings), revocation, clock)
+    rules = PasswordRules.from_settings(settings)
+    passwords = Passwords(db, store, hasher, policy, sessions, mailer, rules, clock)
+    sealed = Totp.envelope_for(settings.secret_value())
+    issuer = settings.totp_issuer_name
+    totp = Totp(db, store, sealed, passwords, sessions, mailer, issuer, clock)
+    logins = Logins(db, store, hasher, sessions, totp, LoginRules.from_settings(settings), clock)
+    account_rules = AccountRules.from_settings(settings)
+    accounts = Accounts(db, store, hasher, policy, sessions, account_rules, revocation, clock)
+    return _UserAreas(policy, mailer, sessions, passwords, totp, logins, accounts)
 
 
 async def check_schema(engine: AsyncEngine) -> None:
@@ -208,12 +248,12 @@ async def start(container: Container) -> None:
         assume_noeviction=container.settings.redis_assume_noeviction,
     )
     try:
-        await ensure_signing_keys(container.keys)
+        await container.rotation.ensure_keys()
     except StoreUnavailableError as exc:
         raise ConfigurationError(f"cannot reach the store (AUTH_REDIS_URL): {exc}") from exc
     # Load once before serving, so that a wrong secret fails start-up with one clear line.
     # Background followers start only once every check has passed.
-    container.keyring.replace(await load_snapshot(container.keys))
+    await container.rotation.load()
     # Never serve from a store that lost revocations: rebuild it from the database first.
     await prepare_index(container.revocations.ensure)
     if container.settings.redis_url is None:  # the in-process store: follow the database
@@ -231,9 +271,7 @@ async def start(container: Container) -> None:
     ready = asyncio.Event()
     container.tasks.append(
         asyncio.create_task(
-            follow_key_events(
-                container.keys,
-                container.keyring,
+            container.rotation.follow(
                 refresh_every=timedelta(seconds=container.settings.key_cache_refresh_seconds),
                 ready=ready,
             ),
@@ -267,7 +305,7 @@ async def stop(container: Container) -> None:
         container.mirror.mark_stale()  # an injected store lives on; this mirror does not
     await container.engine.dispose()
     container.hasher.close()
-    container.sessions.password_policy.close()
+    container.password_policy.close()
 
 
 @contextlib.asynccontextmanager

@@ -1,6 +1,6 @@
 """The key-lifecycle job: an APScheduler ``AsyncIOScheduler`` started in the app's lifespan.
 
-One interval job asks ``services.rotation.run_due_work`` what is due (expire retired keys,
+One interval job asks ``KeyRotation.run_due_work`` what is due (expire retired keys,
 rotate when the active key is ``interval`` old) every ``AUTH_KEY_CHECK_INTERVAL_SECONDS``.
 ``max_instances=1`` and ``coalesce=True``: a slow run is never overlapped nor replayed in a
 burst. Any number of instances may run it at once; the store lock and the re-check inside
@@ -19,8 +19,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from auth_service.errors import RotationInProgressError
-from auth_service.services.keys import KeyContext
-from auth_service.services.rotation import RotationPolicy, run_due_work
+from auth_service.services.rotation import KeyRotation
 from auth_service.store.base import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,8 @@ _SHUTDOWN_SECONDS = 10
 
 
 class KeyScheduler:
-    def __init__(self, ctx: KeyContext, policy: RotationPolicy, *, every: timedelta) -> None:
-        self._ctx = ctx
-        self._policy = policy
+    def __init__(self, rotation: KeyRotation, *, every: timedelta) -> None:
+        self._rotation = rotation
         self._every = every
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[None]] = set()
@@ -63,7 +61,7 @@ class KeyScheduler:
         if task is not None:
             self._running.add(task)
         try:
-            report = await run_due_work(self._ctx, self._policy)
+            report = await self._rotation.run_due_work()
             if report.rotation is not None and report.rotation.rotated:
                 log.info("scheduled rotation: %s is active", report.rotation.active_kid)
         except StoreUnavailableError as exc:

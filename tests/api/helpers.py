@@ -11,7 +11,6 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from auth_service.services.clients import create_client
 from tests.conftest import Service
 
 PASSWORD = "correct horse battery staple"
@@ -42,9 +41,7 @@ async def register_and_login(
 
 async def client_headers(service: Service, name: str = "billing") -> dict[str, str]:
     """HTTP Basic headers of a freshly created service client."""
-    container = service.container
-    async with container.sessionmaker() as session, session.begin():
-        created = await create_client(session, container.hasher, container.clock, name=name)
+    created = await service.container.clients.create(name=name)
     raw = f"{created.client.client_id}:{created.client_secret}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 

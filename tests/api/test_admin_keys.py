@@ -85,7 +85,7 @@ async def test_a_busy_lock_is_409_and_a_store_outage_is_503_with_nothing_written
     admin = await admin_headers(rot)
     clock.advance(PUBLISHED)
     before = await statuses(rot.container)
-    store = rot.container.keys.store
+    store = rot.container.rotation.keys.store
     holder = await store.acquire_lock(KEYS_LOCK, timedelta(seconds=30))
     assert holder is not None
     busy = await rot.client.post("/admin/keys/rotate", headers=admin)

@@ -22,7 +22,7 @@ from auth_service.crypto.jwt import verify_parsed
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.errors import InvalidClientError
 from auth_service.services import validation
-from auth_service.services.clients import ClientAuthenticator, delete_client
+from auth_service.services.client_auth import ClientAuthenticator
 from auth_service.store.base import StoreUnavailableError
 from tests.api.helpers import client_headers, register_and_login, validate
 from tests.conftest import Service, Ticks
@@ -184,7 +184,7 @@ def _authenticator(
     container: Container, hasher: PasswordHasher, ticks: Ticks
 ) -> ClientAuthenticator:
     return ClientAuthenticator(
-        container.reader,
+        container.db.reader,
         hasher,
         store=container.store,
         failure_limit=20,
@@ -224,8 +224,7 @@ async def test_a_late_background_check_cannot_readmit_a_client_refused_since(
         ticks.now += 26  # the last fifth: answered at once, one background re-verification
         assert await auth.authenticate(client_id, secret, None) == client_id
         await asyncio.wait_for(hasher.entered.wait(), 5)  # it has read the (live) row
-        async with container.sessionmaker() as session, session.begin():
-            await delete_client(session, container.clock, client_id)
+        await container.clients.delete(client_id)  # the container's authenticator forgets
         ticks.now += 5  # the window is over: the next request checks the database itself
         with pytest.raises(InvalidClientError):
             await auth.authenticate(client_id, secret, None)
@@ -290,7 +289,7 @@ async def test_a_database_outage_in_client_auth_is_503_not_500(
     """The database failing during client authentication is 503, as a store outage is
     (it was an unhandled 500)."""
     headers = await client_headers(service)
-    monkeypatch.setattr(service.container.clients, "_sessionmaker", down)
+    monkeypatch.setattr(service.container.clients._authenticator, "_sessionmaker", down)
     response = await service.client.post("/validate", json={"token": "x"}, headers=headers)
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "service_unavailable"

@@ -95,7 +95,7 @@ async def test_unknown_email_and_wrong_password_look_the_same(service: Service) 
 
 async def test_a_disabled_account_is_refused_only_with_the_right_password(service: Service) -> None:
     await register_and_login(service)
-    async with service.container.sessionmaker() as db, db.begin():
+    async with service.container.db.writer() as db, db.begin():
         await db.execute(update(User).values(disabled=True))
     right = await service.client.post(
         "/auth/login", json={"email": "alice@example.com", "password": PASSWORD}

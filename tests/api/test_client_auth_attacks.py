@@ -17,7 +17,7 @@ import pytest
 
 from auth_service.container import Container
 from auth_service.crypto.passwords import PasswordHasher
-from auth_service.services.clients import create_client, id_failure_key, ip_failure_key
+from auth_service.services.client_auth import id_failure_key, ip_failure_key
 from auth_service.services.limits import ip_group
 from auth_service.settings import Settings
 from tests.conftest import Service, started
@@ -88,8 +88,7 @@ async def world(
     settings = make_settings(client_auth_failure_limit=LIMIT, trusted_proxies=["127.0.0.1"])
     container = make_container(settings)
     async with started(container) as service:
-        async with container.sessionmaker() as session, session.begin():
-            created = await create_client(session, container.hasher, container.clock, name="b")
+        created = await container.clients.create(name="b")
         hashes = Hashes()
         hashes.install(container.hasher, monkeypatch)
         yield World(service, created.client.client_id, created.client_secret, hashes)

@@ -124,7 +124,7 @@ async def early_client(container: Container) -> AsyncIterator[httpx.AsyncClient]
 
 
 def _commits_with(container: Container, session_class: type[Session]) -> Container:
-    for maker in (container.sessionmaker, container.reader):
+    for maker in (container.db.writer, container.db.reader):
         maker.configure(sync_session_class=session_class)
     return container
 
@@ -169,7 +169,7 @@ async def test_a_password_reset_is_committed_before_the_204(
         assert (await client.post("/auth/register", json=USER)).status_code == 201
         token = "a-reset-token-for-this-test-only-0123456789abcdef"
         now = container.clock.now()
-        async with container.sessionmaker.begin() as db:
+        async with container.db.transaction() as db:
             user = (await db.scalars(select(User))).one()
             db.add(
                 PasswordResetToken(

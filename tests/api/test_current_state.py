@@ -11,7 +11,6 @@ from collections.abc import Callable
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.db.models import User
-from auth_service.services import accounts
 from auth_service.settings import Settings
 from tests.api.helpers import PASSWORD, client_headers, register_and_login, validate
 from tests.api.mfa_helpers import assert_error, code_at, enable_totp
@@ -19,7 +18,7 @@ from tests.conftest import Service, started
 
 
 async def _set_roles(container: Container, user_id: str, roles: list[str]) -> None:
-    async with container.sessionmaker.begin() as db:
+    async with container.db.transaction() as db:
         user = await db.get(User, uuid.UUID(user_id))
         assert user is not None
         user.roles = roles
@@ -41,7 +40,7 @@ async def test_a_demoted_admin_loses_admin_at_once(service: Service) -> None:
 async def test_a_disabled_admin_is_refused(service: Service) -> None:
     user = await register_and_login(service, "root@example.com")
     await _set_roles(service.container, user.user_id, ["admin"])
-    await accounts.set_disabled(service.container.sessions, uuid.UUID(user.user_id), True)
+    await service.container.accounts.set_disabled(uuid.UUID(user.user_id), True)
     assert (await service.client.get("/admin/keys", headers=user.bearer)).status_code == 401
 
 
@@ -93,7 +92,7 @@ async def test_disabling_a_user_stops_every_token_on_every_instance(
         user = await register_and_login(a)
         headers_a, headers_b = await client_headers(a), await client_headers(b, "other")
         assert (await validate(b, user.pair["access_token"], headers_b))["valid"] is True
-        await accounts.set_disabled(a.container.sessions, uuid.UUID(user.user_id), True)
+        await a.container.accounts.set_disabled(uuid.UUID(user.user_id), True)
 
         async def refused_on(service: Service, headers: dict[str, str]) -> bool:
             verdict = await validate(service, user.pair["access_token"], headers)
@@ -110,7 +109,7 @@ async def test_disabling_a_user_stops_every_token_on_every_instance(
         assert_error(login, 403, "account_disabled")
 
         clock.advance(1)  # revoke-after is in whole seconds, like iat
-        await accounts.set_disabled(a.container.sessions, uuid.UUID(user.user_id), False)
+        await a.container.accounts.set_disabled(uuid.UUID(user.user_id), False)
         again = await b.client.post("/auth/login", json={"email": user.email, "password": PASSWORD})
         assert again.status_code == 200
         # The tokens from before the disable stay revoked.

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from auth_service.services.health import Health
 from auth_service.services.keyring import KeySnapshot
 from tests.conftest import Service
 
@@ -32,18 +35,22 @@ async def test_ready_names_a_failing_store(service: Service) -> None:
 
 
 async def test_ready_names_a_failing_database(service: Service) -> None:
-    working = service.container.engine
+    container = service.container
+    working = container.health
     unreachable = (
         "sqlite+aiosqlite:////nonexistent/dir/auth.db"
-        if service.container.settings.is_sqlite
+        if container.settings.is_sqlite
         else "postgresql+asyncpg://postgres@127.0.0.1:1/auth"
     )
-    service.container.engine = create_async_engine(unreachable)
+    engine = create_async_engine(unreachable)
+    container.health = Health(
+        engine, container.store, container.keyring, container.clock, stale_after=timedelta(hours=1)
+    )
     try:
         response = await service.client.get("/health/ready")
     finally:
-        await service.container.engine.dispose()
-        service.container.engine = working
+        await engine.dispose()
+        container.health = working
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "failing", "store": "ok", "signing_key": "ok"}
     assert response.json()["error_description"] == "failing: database"

@@ -163,7 +163,7 @@ async def test_a_full_normal_lane_sheds_strangers_before_any_work_but_not_a_know
         assert await _register(client, EMAIL) == 201
         home = "198.51.100.20"
         assert (await _login(client, EMAIL, PASSWORD, home)).status_code == 200
-        queue = container.sessions.hasher.queue
+        queue = container.hasher.queue
         queue.full = lambda *, urgent: not urgent  # type: ignore[method-assign]
         for _ in range(2):  # refused before the per-IP counter is even touched
             shed = await _login(client, EMAIL, PASSWORD, "203.0.113.77")
@@ -195,7 +195,7 @@ async def test_shed_requests_are_answered_late_but_the_tarpit_is_bounded(
     from auth_service.api import shedding
 
     container = make_container()
-    container.sessions.hasher.queue.full = lambda *, urgent: not urgent  # type: ignore[method-assign]
+    container.hasher.queue.full = lambda *, urgent: not urgent  # type: ignore[method-assign]
     app = type("App", (), {})()
     app.state = type("State", (), {"container": container})()  # type: ignore[attr-defined]
     reached: list[str] = []

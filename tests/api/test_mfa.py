@@ -53,7 +53,7 @@ async def test_setup_confirm_login_and_second_step(service: Service, clock: Froz
     assert len(codes) == 10 and len(set(codes)) == 10
     assert all(RECOVERY_FORMAT.fullmatch(code) for code in codes), codes
     assert await mfa_enabled(service, user.pair["access_token"]) is True
-    async with service.container.sessionmaker() as db:
+    async with service.container.db.writer() as db:
         row = await db.get(User, uuid.UUID(user.user_id))
         assert row is not None and row.totp_confirmed_at == clock.now()
 

@@ -102,7 +102,7 @@ async def test_a_disabled_user_is_refused_until_enabled(
 ) -> None:
     token = user.pair["access_token"]
     container = service.container
-    policy = container.sessions.policy
+    policy = container.revocations.policy
     await mark_disabled(container.store, policy, user_id=user.user_id, disabled=True)
     assert await _reason(service, token, headers) == "user_disabled"
     await mark_disabled(container.store, policy, user_id=user.user_id, disabled=False)

@@ -49,11 +49,11 @@ async def test_jwks_cache_headers_and_conditional_get(service: Service) -> None:
 async def test_etag_changes_when_the_published_keys_change(service: Service) -> None:
     before = await service.client.get("/.well-known/jwks.json")
     next_kid = before.json()["keys"][1]["kid"]
-    async with service.container.sessionmaker() as session, session.begin():
+    async with service.container.db.writer() as session, session.begin():
         await session.execute(
             update(SigningKey).where(SigningKey.kid == next_kid).values(status="revoked")
         )
-    assert await reload_keyring(service.container.keys, service.container.keyring)
+    assert await reload_keyring(service.container.rotation.keys, service.container.keyring)
     after = await service.client.get(
         "/.well-known/jwks.json", headers={"If-None-Match": before.headers["etag"]}
     )

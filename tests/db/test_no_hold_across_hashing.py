@@ -17,6 +17,7 @@ from auth_service.db.session import ensure_private_file
 from auth_service.settings import Settings
 from tests.api.helpers import PASSWORD
 from tests.conftest import is_postgres, started
+from tests.support.hashing import divert_hashing
 
 
 class HeldHasher(PasswordHasher):
@@ -49,7 +50,7 @@ async def test_logins_in_argon2_hold_no_connection_and_no_write_lock(
     async with started(container) as service:
         body = {"email": "alice@example.com", "password": PASSWORD}
         assert (await service.client.post("/auth/register", json=body)).status_code == 201
-        container.sessions.hasher = held
+        divert_hashing(container, held)
         logins = [
             asyncio.ensure_future(service.client.post("/auth/login", json=body)),
             asyncio.ensure_future(
@@ -125,7 +126,7 @@ async def test_one_ip_with_many_known_accounts_cannot_fill_the_urgent_queue(
             assert (await service.client.post("/auth/register", json=body)).status_code == 201
             login = await service.client.post("/auth/login", json=body, headers=xff)
             assert login.status_code == 200  # each account is now "known" on this IP
-        container.sessions.hasher = held
+        divert_hashing(container, held)
         flood = [
             asyncio.ensure_future(service.client.post("/auth/login", json=body, headers=xff))
             for body in accounts
@@ -135,7 +136,7 @@ async def test_one_ip_with_many_known_accounts_cannot_fill_the_urgent_queue(
         assert held.urgent.count(True) == 2
         held.go.set()
         assert [r.status_code for r in await asyncio.gather(*flood)] == [200] * len(accounts)
-        assert container.sessions.urgent_logins == {}
+        assert container.logins.urgent_in_flight == {}
     held.close()
 
 
@@ -155,7 +156,7 @@ async def test_an_accounts_urgent_logins_have_a_budget(
         body = {"email": "sock@example.com", "password": PASSWORD}
         assert (await service.client.post("/auth/register", json=body)).status_code == 201
         assert (await service.client.post("/auth/login", json=body, headers=xff)).status_code == 200
-        container.sessions.hasher = recording
+        divert_hashing(container, recording)
         for _ in range(URGENT_LOGINS_PER_ACCOUNT + 2):
             login = await service.client.post("/auth/login", json=body, headers=xff)
             assert login.status_code == 200
@@ -175,9 +176,9 @@ async def test_reads_on_sqlite_do_not_wait_for_the_write_lock(
     from auth_service.db.models import User
 
     container = make_container(make_settings(db_connect_timeout_seconds=1))
-    async with container.sessionmaker.begin() as writer:
+    async with container.db.transaction() as writer:
         await writer.execute(select(func.count()).select_from(User))  # BEGIN IMMEDIATE: locked
-        async with container.reader() as reader:
+        async with container.db.read() as reader:
             count = await asyncio.wait_for(
                 reader.scalar(select(func.count()).select_from(User)), timeout=0.5
             )

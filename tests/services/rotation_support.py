@@ -19,7 +19,7 @@ from tests.conftest import Service, started
 
 async def admin_headers(service: Service, email: str = "admin@example.com") -> dict[str, str]:
     user = await register_and_login(service, email)
-    async with service.container.sessionmaker() as session, session.begin():
+    async with service.container.db.writer() as session, session.begin():
         await session.execute(
             update(User).where(User.id == uuid.UUID(user.user_id)).values(roles=["admin"])
         )
@@ -37,7 +37,7 @@ async def access_token(service: Service, email: str) -> str:
 
 async def statuses(container: Container) -> dict[str, list[str]]:
     """status → kids, oldest first."""
-    async with container.sessionmaker() as session:
+    async with container.db.writer() as session:
         rows = (await session.scalars(select(SigningKey).order_by(SigningKey.created_at))).all()
     found: dict[str, list[str]] = {}
     for row in rows:

@@ -25,13 +25,12 @@ from auth_service.errors import (
     NotFoundError,
     WeakPasswordError,
 )
-from auth_service.services import accounts, sessions
-from auth_service.services.login import login_with_password
-from auth_service.services.passwords import change_password
+from auth_service.services import accounts
 from auth_service.services.revocation import disabled_key, revoked_after_key
-from auth_service.services.sessions import SessionContext, TokenPair
+from auth_service.services.sessions import TokenPair
 from auth_service.store import Store
 from tests.conftest import started
+from tests.support.hashing import divert_hashing
 
 EMAIL = "Jane.Doe@Example.COM"
 STORED = "jane.doe@example.com"
@@ -67,21 +66,19 @@ class World:
     hasher: CountingHasher
     clock: FrozenClock
 
-    @property
-    def ctx(self) -> SessionContext:
-        return self.container.sessions
-
     async def add(
         self, email: str = EMAIL, password: str = PASSWORD, roles: Sequence[str] = ()
     ) -> User:
-        return await accounts.register(self.ctx, email=email, password=password, ip=IP, roles=roles)
+        return await self.container.accounts.register(
+            email=email, password=password, ip=IP, roles=roles
+        )
 
     async def register(self) -> User:
         return await self.add(roles=["admin"])
 
     async def login(self, password: str = PASSWORD, email: str = EMAIL) -> TokenPair:
-        result = await login_with_password(
-            self.ctx, email=email, password=password, ip=IP, user_agent="pytest"
+        result = await self.container.logins.with_password(
+            email=email, password=password, ip=IP, user_agent="pytest"
         )
         assert isinstance(result, TokenPair)
         return result
@@ -92,17 +89,17 @@ class World:
         return verdict.claims
 
     async def emails(self) -> list[str]:
-        async with self.container.reader() as db:
+        async with self.container.db.read() as db:
             return list(await db.scalars(select(User.email).order_by(User.email)))
 
     async def sessions(self, user_id: uuid.UUID) -> list[tuple[Any, ...]]:
         query = select(Session.id, Session.revoked_at, Session.revoked_reason)
-        async with self.container.reader() as db:
+        async with self.container.db.read() as db:
             rows = await db.execute(query.where(Session.user_id == user_id))
         return sorted(tuple(row) for row in rows)
 
     async def user(self, user_id: uuid.UUID) -> User:
-        async with self.container.reader() as db:
+        async with self.container.db.read() as db:
             user = await db.get(User, user_id)
         assert user is not None
         return user
@@ -112,15 +109,10 @@ class World:
 async def world(
     make_container: Callable[..., Container], store: Store, clock: FrozenClock
 ) -> AsyncIterator[World]:
-    container = make_container()
     hasher = CountingHasher()
-    try:
-        async with started(container):
-            container.sessions.hasher = hasher
-            yield World(container, store, hasher, clock)
-    finally:
-        hasher.close()
-        container.sessions.hasher.close()  # a test's replacement
+    container = make_container(hasher=hasher)  # closed by the container's stop
+    async with started(container):
+        yield World(container, store, hasher, clock)
 
 
 # normalize_email ----------------------------------------------------------------------------
@@ -176,14 +168,14 @@ def test_fullwidth_and_ideographic_spellings_are_the_ascii_address(raw: str) -> 
 # register -----------------------------------------------------------------------------------
 async def test_register_stores_a_normalised_user(world: World) -> None:
     created = await world.register()
-    user = await accounts.get_user(world.ctx, created.id)
+    user = await world.container.accounts.get(created.id)
     assert user is not None
     assert (user.email, user.roles) == (STORED, ["admin"])
     assert not user.disabled and not user.mfa_enabled and user.tokens_revoked_after is None
     assert user.created_at == user.updated_at == user.password_changed_at == world.clock.now()
     assert user.password_hash.startswith("$argon2id$")
     assert await world.hasher.verify(user.password_hash, PASSWORD)
-    found = await accounts.get_user_by_email(world.ctx, " JANE.doe@EXAMPLE.com")
+    found = await world.container.accounts.get_by_email(" JANE.doe@EXAMPLE.com")
     assert found is not None and found.id == created.id
     longest = await world.add(_address(254).upper())
     assert (longest.email, longest.roles) == (_address(254), [])
@@ -253,13 +245,14 @@ class RacingHasher(CountingHasher):
 # No connection is held while argon2 runs (read, release, hash, write), so on SQLite too the
 # existence check passes for both and the unique index decides.
 async def test_a_concurrent_duplicate_caught_by_the_unique_index_is_taken(world: World) -> None:
-    world.ctx.hasher = racing = RacingHasher(world)
+    racing = RacingHasher(world)
+    divert_hashing(world.container, racing)
     with pytest.raises(EmailTakenError):
         await world.add()
     assert racing.raced and racing.hash_calls == 2
     await world.add("second@example.com")  # the service goes on
     assert await world.emails() == [STORED, "second@example.com"]
-    winner = await accounts.get_user_by_email(world.ctx, EMAIL)
+    winner = await world.container.accounts.get_by_email(EMAIL)
     assert winner is not None and winner.roles == []
     assert await racing.verify(winner.password_hash, NEW_PASSWORD)  # the racer's, intact
     assert not await racing.verify(winner.password_hash, PASSWORD)
@@ -271,7 +264,7 @@ async def test_roles_must_be_a_sequence_of_names(world: World) -> None:
     assert await world.emails() == []
 
 
-# login_with_password ------------------------------------------------------------------------
+# Logins.with_password ------------------------------------------------------------------------
 async def test_login_with_the_right_password(world: World) -> None:
     created = await world.register()
     pair = await world.login(email="  jane.doe@EXAMPLE.com")
@@ -296,20 +289,21 @@ async def test_unknown_email_and_wrong_password_fail_alike(world: World) -> None
 async def test_disabled_is_reported_only_after_the_right_password(world: World) -> None:
     created = await world.register()
     world.clock.advance(timedelta(minutes=5))
-    disabled = await accounts.set_disabled(world.ctx, created.id, True)
+    disabled = await world.container.accounts.set_disabled(created.id, True)
     assert disabled.disabled is True and disabled.updated_at == world.clock.now()
     with pytest.raises(InvalidCredentialsError):
         await world.login("wrong-password-123")
     with pytest.raises(AccountDisabledError):
         await world.login()
     world.clock.advance(timedelta(minutes=1))
-    await accounts.set_disabled(world.ctx, created.id, False)
+    await world.container.accounts.set_disabled(created.id, False)
     assert (await world.claims(await world.login()))["sub"] == str(created.id)
 
 
 async def test_login_rehashes_when_the_parameters_changed(world: World) -> None:
     created = await world.register()
-    world.ctx.hasher = stronger = PasswordHasher(memory_kib=16, time_cost=2, parallelism=1)
+    stronger = PasswordHasher(memory_kib=16, time_cost=2, parallelism=1)
+    divert_hashing(world.container, stronger)
     world.clock.advance(timedelta(days=30))
     await world.login()
     user = await world.user(created.id)
@@ -326,7 +320,7 @@ async def test_login_rehashes_when_the_parameters_changed(world: World) -> None:
     assert (again.password_hash, again.updated_at) == (user.password_hash, user.updated_at)
 
 
-# change_password, get_user, set_disabled ----------------------------------------------------
+# Passwords.change, Accounts.get, set_disabled ----------------------------------------------------
 async def test_change_password_replaces_the_hash(world: World) -> None:
     created = await world.register()
     current = uuid.UUID((await world.claims(await world.login()))["sid"])
@@ -334,7 +328,7 @@ async def test_change_password_replaces_the_hash(world: World) -> None:
 
     async def change(old: str, new: str) -> None:
         ids = {"user_id": created.id, "session_id": current}
-        await change_password(world.ctx, **ids, current_password=old, new_password=new)
+        await world.container.passwords.change(**ids, current_password=old, new_password=new)
 
     with pytest.raises(WeakPasswordError):
         await change(PASSWORD, EMAIL)
@@ -360,7 +354,7 @@ async def test_disabling_revokes_all_and_enabling_brings_none_back(world: World)
     pairs = [await world.login(), await world.login()]
     world.clock.advance(timedelta(minutes=5))
     disabled_at = world.clock.now()
-    await accounts.set_disabled(world.ctx, created.id, True)
+    await world.container.accounts.set_disabled(created.id, True)
 
     user = await world.user(created.id)
     assert (user.disabled, user.tokens_revoked_after) == (True, disabled_at)
@@ -373,7 +367,7 @@ async def test_disabling_revokes_all_and_enabling_brings_none_back(world: World)
     assert (verdict.valid, verdict.error) == (False, "user_disabled")
 
     world.clock.advance(timedelta(minutes=1))
-    enabled = await accounts.set_disabled(world.ctx, created.id, False)
+    enabled = await world.container.accounts.set_disabled(created.id, False)
     assert enabled.disabled is False and enabled.updated_at == world.clock.now()
     user = await world.user(created.id)
     assert (user.disabled, user.tokens_revoked_after) == (False, disabled_at)
@@ -383,15 +377,15 @@ async def test_disabling_revokes_all_and_enabling_brings_none_back(world: World)
         verdict = await world.container.validator.validate(pair.access_token)
         assert (verdict.valid, verdict.error) == (False, "session_revoked")
         with pytest.raises(InvalidRefreshTokenError):
-            await sessions.refresh(world.ctx, pair.refresh_token)
+            await world.container.sessions.refresh(pair.refresh_token)
     assert await world.sessions(created.id) == revoked
     assert (await world.claims(await world.login()))["sub"] == uid  # a new login is fine
 
 
 async def test_unknown_user_ids(world: World) -> None:
-    assert await accounts.get_user(world.ctx, uuid.uuid4()) is None
-    assert await accounts.get_user_by_email(world.ctx, "nobody@example.com") is None
-    assert await accounts.get_user_by_email(world.ctx, "not an @") is None
+    assert await world.container.accounts.get(uuid.uuid4()) is None
+    assert await world.container.accounts.get_by_email("nobody@example.com") is None
+    assert await world.container.accounts.get_by_email("not an @") is None
     with pytest.raises(NotFoundError) as caught:
-        await accounts.set_disabled(world.ctx, uuid.uuid4(), True)
+        await world.container.accounts.set_disabled(uuid.uuid4(), True)
     assert caught.value.status_code == 404

@@ -17,8 +17,8 @@ import pytest
 from auth_service.container import Container
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.errors import InvalidClientError, RateLimitedError
-from auth_service.services import clients
-from auth_service.services.clients import ClientAuthenticator, delete_client
+from auth_service.services import client_auth
+from auth_service.services.client_auth import ClientAuthenticator
 from tests.conftest import Ticks
 
 IP = "192.0.2.10"
@@ -29,7 +29,7 @@ def authenticator(
     container: Container, hasher: PasswordHasher, *, limit: int = 10_000, **options: Any
 ) -> ClientAuthenticator:
     return ClientAuthenticator(
-        container.reader, hasher, store=container.store, failure_limit=limit, **options
+        container.db.reader, hasher, store=container.store, failure_limit=limit, **options
     )
 
 
@@ -82,8 +82,7 @@ async def test_a_deleted_client_is_refused_once_its_cache_lapses(
     container, client_id, secret = registered_client
     auth = authenticator(container, container.hasher, cache_seconds=0)
     assert await auth.authenticate(client_id, secret, IP) == client_id
-    async with container.sessionmaker() as session, session.begin():
-        await delete_client(session, container.clock, client_id)
+    await container.clients.delete(client_id)  # the container's authenticator, not ``auth``
     with pytest.raises(InvalidClientError):
         await auth.authenticate(client_id, secret, IP)
 
@@ -141,8 +140,7 @@ async def test_a_client_deleted_meanwhile_is_dropped_by_the_background_check(
     remembered: Remembered,
 ) -> None:
     r = remembered
-    async with r.container.sessionmaker() as session, session.begin():
-        await delete_client(session, r.container.clock, r.client_id)
+    await r.container.clients.delete(r.client_id)
     r.ticks.now += 26
     assert await r.ok()  # still inside its window
     await r.settled()
@@ -254,7 +252,7 @@ async def flood(registered_client: tuple[Container, str, str]) -> AsyncIterator[
 async def test_a_remembered_secret_answers_while_wrong_ones_hash(
     flood: Flooded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(clients, "_MAX_CACHED_CLIENTS", 1)  # no room for a second entry
+    monkeypatch.setattr(client_auth, "_MAX_CACHED_CLIENTS", 1)  # no room for a second entry
     assert await flood.auth.authenticate(flood.client_id, flood.secret, IP) == flood.client_id
     assert refused(await drain(flood.hasher, flood.wrong))  # they replaced and evicted nothing
     flood.wrong = await launch(
@@ -280,7 +278,7 @@ async def test_an_unremembered_right_secret_does_not_wait_behind_wrong_ones(
 async def test_distinct_wrong_secrets_cannot_grow_the_flight_map(
     registered_client: tuple[Container, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(clients, "_MAX_FLIGHTS", 16)
+    monkeypatch.setattr(client_auth, "_MAX_FLIGHTS", 16)
     container, client_id, secret = registered_client
     hasher = GatedHasher(secret)
     auth = authenticator(container, hasher, cache_seconds=30)
@@ -310,7 +308,7 @@ async def test_copies_of_one_wrong_secret_share_one_hash(
         hasher.close()
     assert refused(results)
     assert len(hasher.calls) == 1
-    (failures,) = await container.store.get_many([clients.ip_failure_key(IP)])
+    (failures,) = await container.store.get_many([client_auth.ip_failure_key(IP)])
     assert failures == "50"  # each request counts as a failure
 
 

@@ -47,7 +47,7 @@ async def pair(
 async def _revoke_next(container: Container) -> str:
     snapshot = container.keyring.snapshot
     next_kid = next(kid for kid, key in snapshot.keys.items() if key.status == "next")
-    async with container.sessionmaker() as session, session.begin():
+    async with container.db.writer() as session, session.begin():
         await session.execute(
             update(SigningKey).where(SigningKey.kid == next_kid).values(status="revoked")
         )
@@ -86,7 +86,7 @@ async def test_a_failed_reload_keeps_the_cached_keys(
     first, _second = pair
     before = first.keyring.snapshot
     await first.engine.dispose()
-    async with first.sessionmaker() as session, session.begin():
+    async with first.db.writer() as session, session.begin():
         await session.execute(update(SigningKey).values(private_key_encrypted=b"\x01garbage"))
     await first.store.publish(KEYS_CHANNEL, "changed")
     await asyncio.sleep(0.3)

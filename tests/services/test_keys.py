@@ -25,7 +25,7 @@ from auth_service.store.base import Store
 
 
 async def _rows(container: Container) -> list[SigningKey]:
-    async with container.sessionmaker() as session:
+    async with container.db.writer() as session:
         return list((await session.scalars(select(SigningKey))).all())
 
 
@@ -33,11 +33,11 @@ async def test_first_start_creates_one_active_and_one_next_key(
     make_container: Callable[..., Container],
 ) -> None:
     container = make_container()
-    assert await ensure_signing_keys(container.keys) is True
+    assert await ensure_signing_keys(container.rotation.keys) is True
     rows = await _rows(container)
     assert sorted(row.status for row in rows) == ["active", "next"]
     assert all(row.alg == "RS256" and row.key_bits == 2048 for row in rows)
-    assert await ensure_signing_keys(container.keys) is False  # idempotent
+    assert await ensure_signing_keys(container.rotation.keys) is False  # idempotent
     assert len(await _rows(container)) == 2
     await container.engine.dispose()
 
@@ -46,7 +46,7 @@ async def test_private_key_column_never_holds_plaintext(
     make_container: Callable[..., Container],
 ) -> None:
     container = make_container()
-    await ensure_signing_keys(container.keys)
+    await ensure_signing_keys(container.rotation.keys)
     async with container.engine.connect() as connection:
         raw = (
             await connection.execute(text("SELECT private_key_encrypted FROM signing_keys"))
@@ -64,18 +64,18 @@ async def test_ciphertext_moved_to_another_key_row_fails_to_decrypt(
     make_container: Callable[..., Container],
 ) -> None:
     container = make_container()
-    await ensure_signing_keys(container.keys)
+    await ensure_signing_keys(container.rotation.keys)
     rows = await _rows(container)
     active = next(row for row in rows if row.status == "active")
     other = next(row for row in rows if row.status == "next")
-    async with container.sessionmaker() as session, session.begin():
+    async with container.db.writer() as session, session.begin():
         await session.execute(
             update(SigningKey)
             .where(SigningKey.kid == active.kid)
             .values(private_key_encrypted=other.private_key_encrypted)
         )
     with pytest.raises(KeyDecryptionError, match=active.kid):
-        await load_snapshot(container.keys)
+        await load_snapshot(container.rotation.keys)
     await container.engine.dispose()
 
 
@@ -83,12 +83,12 @@ async def test_wrong_secret_is_a_clear_configuration_error(
     make_container: Callable[..., Container], make_settings: Callable[..., Settings]
 ) -> None:
     first = make_container()
-    await ensure_signing_keys(first.keys)
+    await ensure_signing_keys(first.rotation.keys)
     await first.engine.dispose()
     other_secret = "Zq" + "x9Lm3Pk7Rt2Wv5Yb8Nc1Hd4Jf6Gs0Ae_Ku-Io" * 2
     wrong = make_container(make_settings(key_encryption_secret=other_secret))
     with pytest.raises(KeyDecryptionError) as excinfo:
-        await load_snapshot(wrong.keys)
+        await load_snapshot(wrong.rotation.keys)
     message = str(excinfo.value)
     assert "AUTH_KEY_ENCRYPTION_SECRET does not decrypt" in message
     assert "\n" not in message and other_secret not in message
@@ -99,7 +99,7 @@ async def test_concurrent_first_starts_create_exactly_one_pair(
     make_container: Callable[..., Container],
 ) -> None:
     containers = [make_container() for _ in range(5)]
-    created = await asyncio.gather(*(ensure_signing_keys(c.keys) for c in containers))
+    created = await asyncio.gather(*(ensure_signing_keys(c.rotation.keys) for c in containers))
     assert created.count(True) == 1
     assert sorted(row.status for row in await _rows(containers[0])) == ["active", "next"]
     for container in containers:
@@ -134,7 +134,7 @@ async def test_a_lock_lost_before_commit_writes_nothing_then_retries(
 ) -> None:
     container = make_container()
     lossy = _LockLostOnceStore(store)
-    created = await ensure_signing_keys(dataclasses.replace(container.keys, store=lossy))
+    created = await ensure_signing_keys(dataclasses.replace(container.rotation.keys, store=lossy))
     assert lossy.stolen == 1
     assert created is True  # the second attempt created them: the first wrote nothing
     assert sorted(row.status for row in await _rows(container)) == ["active", "next"]
@@ -147,7 +147,7 @@ async def test_an_instance_waits_while_another_holds_the_lock(
     holder = make_container()
     token = await store.acquire_lock(KEYS_LOCK, timedelta(seconds=30))
     assert token is not None
-    waiter = asyncio.create_task(ensure_signing_keys(holder.keys))
+    waiter = asyncio.create_task(ensure_signing_keys(holder.rotation.keys))
     await asyncio.sleep(0.3)
     assert not waiter.done()  # it does not create keys behind the holder's back
     await store.release_lock(KEYS_LOCK, token)

@@ -9,7 +9,6 @@ from sqlalchemy import select, update
 
 from auth_service.db.models import RefreshToken, Session, User
 from auth_service.errors import InvalidRefreshTokenError, RefreshTokenReusedError
-from auth_service.services.sessions import refresh
 from tests.api.helpers import client_headers, register_and_login, validate
 from tests.conftest import Service
 
@@ -27,7 +26,7 @@ async def test_first_use_rotates_and_the_old_token_is_used_up(service: Service) 
     assert first["access_token"] != user.pair["access_token"]
     assert first["token_type"] == "Bearer"
     assert first["expires_in"] == 900
-    async with service.container.sessionmaker() as db:
+    async with service.container.db.writer() as db:
         rows = (await db.scalars(select(RefreshToken))).all()
     assert len(rows) == 2
     child = next(row for row in rows if row.parent_id is not None)
@@ -47,11 +46,11 @@ async def test_reuse_within_grace_returns_the_very_same_pair(service: Service) -
 async def test_concurrent_refreshes_mint_one_pair(service: Service) -> None:
     user = await register_and_login(service)
     results = await asyncio.gather(
-        *(refresh(service.container.sessions, user.pair["refresh_token"]) for _ in range(5))
+        *(service.container.sessions.refresh(user.pair["refresh_token"]) for _ in range(5))
     )
     assert len({pair.refresh_token for pair in results}) == 1
     assert len({pair.access_token for pair in results}) == 1
-    async with service.container.sessionmaker() as db:
+    async with service.container.db.writer() as db:
         assert len((await db.scalars(select(RefreshToken))).all()) == 2
 
 
@@ -69,7 +68,7 @@ async def test_reuse_after_grace_revokes_the_whole_session(service: Service) -> 
     ] == "invalid_refresh_token"
     verdict = await validate(service, str(rotated["access_token"]), headers)
     assert verdict == {"valid": False, "error": "session_revoked"}
-    async with service.container.sessionmaker() as db:
+    async with service.container.db.writer() as db:
         session = (await db.scalars(select(Session))).one()
         assert session.revoked_reason == "refresh_token_reused"
         assert all(row.revoked_at for row in (await db.scalars(select(RefreshToken))).all())
@@ -112,7 +111,7 @@ async def test_unknown_or_malformed_tokens_are_invalid(service: Service, token: 
     if response.status_code == 401:
         assert response.json()["error"] == "invalid_refresh_token"
     with pytest.raises(InvalidRefreshTokenError):
-        await refresh(service.container.sessions, token)
+        await service.container.sessions.refresh(token)
 
 
 async def test_expired_refresh_token_is_invalid(service: Service) -> None:
@@ -133,7 +132,7 @@ async def test_refresh_tokens_never_outlive_their_session(service: Service) -> N
 
 async def test_a_disabled_user_cannot_refresh(service: Service) -> None:
     user = await register_and_login(service)
-    async with service.container.sessionmaker() as db, db.begin():
+    async with service.container.db.writer() as db, db.begin():
         await db.execute(update(User).values(disabled=True))
     assert (await _refresh(service, user.pair["refresh_token"]))["error"] == "invalid_refresh_token"
 
@@ -143,12 +142,12 @@ async def test_refresh_after_logout_is_invalid(service: Service) -> None:
     assert (await service.client.post("/auth/logout", headers=user.bearer)).status_code == 204
     assert (await _refresh(service, user.pair["refresh_token"]))["error"] == "invalid_refresh_token"
     with pytest.raises(InvalidRefreshTokenError):
-        await refresh(service.container.sessions, user.pair["refresh_token"])
+        await service.container.sessions.refresh(user.pair["refresh_token"])
 
 
 async def test_reuse_error_is_raised_by_the_service(service: Service) -> None:
     user = await register_and_login(service)
-    await refresh(service.container.sessions, user.pair["refresh_token"])
+    await service.container.sessions.refresh(user.pair["refresh_token"])
     service.container.clock.advance(60)
     with pytest.raises(RefreshTokenReusedError):
-        await refresh(service.container.sessions, user.pair["refresh_token"])
+        await service.container.sessions.refresh(user.pair["refresh_token"])

@@ -13,7 +13,6 @@ import pytest
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
-from auth_service.services import accounts
 from auth_service.store import MemoryStore
 from tests.api.helpers import PASSWORD, client_headers, register_and_login, validate
 from tests.conftest import is_postgres, started
@@ -36,7 +35,7 @@ async def test_a_disable_and_an_enable_from_another_process_reach_the_server(
         headers = await client_headers(service)
         cli = make_container(store=MemoryStore(prefix=redis_prefix))  # another process's store
         user_id = uuid.UUID(user.user_id)
-        await accounts.set_disabled(cli.sessions, user_id, True)
+        await cli.accounts.set_disabled(user_id, True)
 
         async def refused() -> bool:
             verdict = await validate(service, user.pair["access_token"], headers)
@@ -44,7 +43,7 @@ async def test_a_disable_and_an_enable_from_another_process_reach_the_server(
 
         await _within_a_second(refused)
         clock.advance(1)
-        await accounts.set_disabled(cli.sessions, user_id, False)
+        await cli.accounts.set_disabled(user_id, False)
         login = await service.client.post(
             "/auth/login", json={"email": user.email, "password": PASSWORD}
         )

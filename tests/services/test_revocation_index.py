@@ -129,14 +129,14 @@ def restart(
 async def _disable(service: Service, user: LoggedIn) -> None:
     """What "disable user" does: the row (the record), then the store entry (the index)."""
     container = service.container
-    async with container.sessionmaker() as db, db.begin():
+    async with container.db.writer() as db, db.begin():
         await db.execute(
             update(User)
             .where(User.id == uuid.UUID(user.user_id))
             .values(disabled=True, updated_at=container.clock.now())
         )
     await mark_disabled(
-        container.store, container.sessions.policy, user_id=user.user_id, disabled=True
+        container.store, container.revocations.policy, user_id=user.user_id, disabled=True
     )
 
 
@@ -338,13 +338,13 @@ async def test_a_revoke_all_during_the_rebuild_is_not_rolled_back(
 
     async def revoke_all_again() -> None:  # what logout-all does, on another instance
         clock.advance(5)
-        async with plain.container.sessionmaker() as db, db.begin():
+        async with plain.container.db.writer() as db, db.begin():
             await db.execute(
                 update(User)
                 .where(User.id == uuid.UUID(user.user_id))
                 .values(tokens_revoked_after=clock.now())
             )
-        policy = plain.container.sessions.policy
+        policy = plain.container.revocations.policy
         await revoke_user_tokens(
             plain.container.store, policy, user_id=user.user_id, now=clock.now()
         )
@@ -381,12 +381,12 @@ async def test_a_user_enabled_during_the_rebuild_is_not_left_disabled(
     container = plain.container
 
     async def enable() -> None:  # commit, then drop the store entry (the un-revocation order)
-        async with container.sessionmaker() as db, db.begin():
+        async with container.db.writer() as db, db.begin():
             await db.execute(
                 update(User).where(User.id == uuid.UUID(user.user_id)).values(disabled=False)
             )
         await mark_disabled(
-            container.store, container.sessions.policy, user_id=user.user_id, disabled=False
+            container.store, container.revocations.policy, user_id=user.user_id, disabled=False
         )
 
     _before_writing(container.revocations, monkeypatch, disabled_key(user.user_id), enable)

@@ -50,11 +50,11 @@ def _outcome(result: DueReport | BaseException) -> str:
 
 
 def _policy(service: Service) -> RotationPolicy:
-    return service.container.policy
+    return service.container.rotation.policy
 
 
 async def _row(container: Container, kid: str) -> SigningKey:
-    async with container.sessionmaker() as session:
+    async with container.db.writer() as session:
         row = await session.scalar(select(SigningKey).where(SigningKey.kid == kid))
     assert row is not None
     return row
@@ -70,7 +70,7 @@ async def test_a_full_lifecycle_over_simulated_days(rot: Service, clock: FrozenC
 
     # Not due within the interval: nothing changes, nothing is written.
     clock.advance(DAY - timedelta(minutes=1))
-    report = await run_due_work(container.keys, policy)
+    report = await run_due_work(container.rotation.keys, policy)
     assert report.rotation is not None and not report.rotation.rotated and not report.expired
     assert await statuses(container) == start
 
@@ -78,10 +78,10 @@ async def test_a_full_lifecycle_over_simulated_days(rot: Service, clock: FrozenC
     before = await access_token(rot, "alice@example.com")
     assert kid_of(before) == first
     clock.advance(timedelta(minutes=1))
-    report = await run_due_work(container.keys, policy)
+    report = await run_due_work(container.rotation.keys, policy)
     assert report.rotation is not None and report.rotation.rotated
     assert (report.rotation.active_kid, report.rotation.previous_kid) == (second, first)
-    await container.reload_keys()
+    await container.rotation.reload()
     after = await statuses(container)
     third = after["next"][0]
     assert after == {"active": [second], "next": [third], "retired": [first]}
@@ -102,19 +102,19 @@ async def test_a_full_lifecycle_over_simulated_days(rot: Service, clock: FrozenC
     retired = await _row(container, first)
     assert retired.expires_at == rotated_at + timedelta(seconds=900 + 10 + 60)
     clock.set(retired.expires_at - timedelta(seconds=1))
-    assert await expire_retired_keys(container.keys) == []
+    assert await expire_retired_keys(container.rotation.keys) == []
     clock.set(retired.expires_at)
     assert (await verdict(rot, before, headers))["error"] == "unknown_key"  # before the job
-    assert (await run_due_work(container.keys, policy)).expired == [first]
-    await container.reload_keys()
+    assert (await run_due_work(container.rotation.keys, policy)).expired == [first]
+    await container.rotation.reload()
     assert await jwks_kids(rot) == [second, third]
     assert (await statuses(container))["expired"] == [first]
 
     # The next day: the key published yesterday signs; always exactly one next.
     clock.set(rotated_at + DAY)
-    report = await run_due_work(container.keys, policy)
+    report = await run_due_work(container.rotation.keys, policy)
     assert report.rotation is not None and report.rotation.active_kid == third
-    await container.reload_keys()
+    await container.rotation.reload()
     final = await statuses(container)
     assert final["active"] == [third] and final["retired"] == [second]
     assert len(final["next"]) == 1 and final["expired"] == [first]
@@ -128,16 +128,16 @@ async def test_a_manual_rotation_waits_until_the_next_key_is_published_long_enou
     assert policy.min_next_age == timedelta(seconds=300 + 60)
     clock.advance(policy.min_next_age - timedelta(seconds=1))
     with pytest.raises(RotationInProgressError, match="cannot sign yet"):
-        await rotate_keys(container.keys, policy, trigger="manual")
+        await rotate_keys(container.rotation.keys, policy, trigger="manual")
     before = await statuses(container)
     clock.advance(1)
-    result = await rotate_keys(container.keys, policy, trigger="manual")
+    result = await rotate_keys(container.rotation.keys, policy, trigger="manual")
     assert result.rotated and result.previous_kid == before["active"][0]
     # The new next key is brand new: an immediate second rotation is refused.
     with pytest.raises(RotationInProgressError):
-        await rotate_keys(container.keys, policy, trigger="manual")
-    assert container.keys.metrics.rotations[("manual", "rotated")] == 1
-    assert container.keys.metrics.rotations[("manual", "busy")] == 2
+        await rotate_keys(container.rotation.keys, policy, trigger="manual")
+    assert container.rotation.keys.metrics.rotations[("manual", "rotated")] == 1
+    assert container.rotation.keys.metrics.rotations[("manual", "busy")] == 2
 
 
 async def test_a_rotation_due_on_many_instances_happens_once(
@@ -147,7 +147,7 @@ async def test_a_rotation_due_on_many_instances_happens_once(
     others = [make_container() for _ in range(3)]
     clock.advance(DAY)
     results = await asyncio.gather(
-        *(run_due_work(c.keys, c.policy) for c in [rot.container, *others]),
+        *(run_due_work(c.rotation.keys, c.rotation.policy) for c in [rot.container, *others]),
         return_exceptions=True,
     )
     outcomes = [_outcome(result) for result in results]
@@ -168,17 +168,17 @@ async def test_a_held_lock_or_a_lock_lost_before_commit_writes_nothing(
     holder = await container.store.acquire_lock(KEYS_LOCK, timedelta(seconds=30))
     assert holder is not None
     with pytest.raises(RotationInProgressError):
-        await rotate_keys(container.keys, policy, trigger="scheduled")
+        await rotate_keys(container.rotation.keys, policy, trigger="scheduled")
     await container.store.release_lock(KEYS_LOCK, holder)
 
     async def lost(*_args: object) -> bool:
         return False
 
-    monkeypatch.setattr(container.keys.store, "extend_lock", lost)
+    monkeypatch.setattr(container.rotation.keys.store, "extend_lock", lost)
     with pytest.raises(RotationInProgressError, match="lost"):
-        await rotate_keys(container.keys, policy, trigger="scheduled")
+        await rotate_keys(container.rotation.keys, policy, trigger="scheduled")
     assert await statuses(container) == before  # rolled back: nothing half-written
-    assert container.keys.metrics.rotations[("scheduled", "busy")] == 2
+    assert container.rotation.keys.metrics.rotations[("scheduled", "busy")] == 2
 
 
 async def test_revoking_the_active_key_rotates_first_and_its_tokens_answer_key_revoked(
@@ -193,8 +193,8 @@ async def test_revoking_the_active_key_rotates_first_and_its_tokens_answer_key_r
     assert (await verdict(rot, token, headers))["valid"] is True  # cached signature now
 
     # The next key is brand new, yet an emergency rotation goes ahead.
-    assert await revoke_key(container.keys, policy, active) == (active, upcoming)
-    await container.reload_keys()
+    assert await revoke_key(container.rotation.keys, policy, active) == (active, upcoming)
+    await container.rotation.reload()
     assert (await verdict(rot, token, headers)) == {"valid": False, "error": "key_revoked"}
     kids = await jwks_kids(rot)
     assert active not in kids and kids[0] == upcoming
@@ -202,17 +202,20 @@ async def test_revoking_the_active_key_rotates_first_and_its_tokens_answer_key_r
     assert after["revoked"] == [active] and after["active"] == [upcoming]
     assert len(after["next"]) == 1 and after["next"][0] not in (active, upcoming)
     # Idempotent; unknown kids are 404.
-    assert await revoke_key(container.keys, policy, active) == (active, upcoming)
+    assert await revoke_key(container.rotation.keys, policy, active) == (active, upcoming)
     with pytest.raises(NotFoundError):
-        await revoke_key(container.keys, policy, "no-such-kid")
+        await revoke_key(container.rotation.keys, policy, "no-such-kid")
 
 
 async def test_revoking_the_next_key_replaces_it_at_once(rot: Service) -> None:
     container, policy = rot.container, _policy(rot)
     before = await statuses(container)
     upcoming = before["next"][0]
-    assert await revoke_key(container.keys, policy, upcoming) == (upcoming, before["active"][0])
-    await container.reload_keys()
+    assert await revoke_key(container.rotation.keys, policy, upcoming) == (
+        upcoming,
+        before["active"][0],
+    )
+    await container.rotation.reload()
     after = await statuses(container)
     assert after["revoked"] == [upcoming] and len(after["next"]) == 1
     assert after["active"] == before["active"]
@@ -221,14 +224,14 @@ async def test_revoking_the_next_key_replaces_it_at_once(rot: Service) -> None:
 
 async def test_rotation_status_reports_the_schedule(rot: Service, clock: FrozenClock) -> None:
     container, policy = rot.container, _policy(rot)
-    status = await rotation_status(container.keys, policy)
+    status = await rotation_status(container.rotation.keys, policy)
     first = (await statuses(container))["active"][0]
     assert status.active_kid == first and status.last_rotation is None
     assert status.next_rotation_at == status.active_since + DAY  # type: ignore[operator]
     assert status.interval_hours == 24
     clock.advance(DAY)
-    result = await rotate_keys(container.keys, policy, trigger="scheduled")
-    status = await rotation_status(container.keys, policy)
+    result = await rotate_keys(container.rotation.keys, policy, trigger="scheduled")
+    status = await rotation_status(container.rotation.keys, policy)
     assert status.last_rotation == {
         "at": clock.now(),
         "active_kid": result.active_kid,

@@ -42,7 +42,7 @@ async def test_the_scheduler_tick_rotates_when_due_and_logs_a_store_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     container = rot.container
-    scheduler = KeyScheduler(container.keys, container.policy, every=timedelta(seconds=60))
+    scheduler = KeyScheduler(container.rotation, every=timedelta(seconds=60))
     before = await statuses(container)
     await scheduler.tick()  # not due
     assert await statuses(container) == before
@@ -52,13 +52,13 @@ async def test_the_scheduler_tick_rotates_when_due_and_logs_a_store_outage(
     async def down(*_args: object, **_kwargs: object) -> str | None:
         raise StoreUnavailableError("connection refused")
 
-    store = container.keys.store
+    store = container.rotation.keys.store
     with monkeypatch.context() as patch, caplog.at_level(logging.ERROR):
         patch.setattr(store, "acquire_lock", down)
         await scheduler.tick()  # never raises
     assert "the store is unavailable" in caplog.text
     assert await statuses(container) == before  # skipped, nothing half-written
-    assert container.keys.metrics.rotations[("scheduled", "failed")] == 1
+    assert container.rotation.keys.metrics.rotations[("scheduled", "failed")] == 1
 
     await scheduler.tick()  # the store is back: the due rotation happens
     after = await statuses(container)
@@ -86,14 +86,14 @@ async def test_the_scheduler_runs_in_the_app_and_stops_with_it(
     async with started(container):
         assert container.scheduler is not None and container.scheduler.running
         for _ in range(200):
-            if container.keys.metrics.rotations[("scheduled", "not_due")] >= 2:
+            if container.rotation.keys.metrics.rotations[("scheduled", "not_due")] >= 2:
                 break
             await asyncio.sleep(0.025)
-        assert container.keys.metrics.rotations[("scheduled", "not_due")] >= 2
+        assert container.rotation.keys.metrics.rotations[("scheduled", "not_due")] >= 2
     assert not container.scheduler.running
-    ticks = container.keys.metrics.rotations[("scheduled", "not_due")]
+    ticks = container.rotation.keys.metrics.rotations[("scheduled", "not_due")]
     await asyncio.sleep(0.2)
-    assert container.keys.metrics.rotations[("scheduled", "not_due")] == ticks
+    assert container.rotation.keys.metrics.rotations[("scheduled", "not_due")] == ticks
 
 
 def _claims_of(token: str) -> dict[str, object]:
@@ -134,12 +134,14 @@ async def test_a_key_made_elsewhere_a_moment_ago_validates_at_once(
     container = rot.container
     headers = await client_headers(rot)
     token = (await register_and_login(rot, "frank@example.com")).pair["access_token"]
-    async with container.sessionmaker() as session, session.begin():
-        row = await new_signing_key(container.keys, status="retired", now=clock.now())
+    async with container.db.writer() as session, session.begin():
+        row = await new_signing_key(container.rotation.keys, status="retired", now=clock.now())
         row.retired_at, row.expires_at = clock.now(), clock.now() + DAY
         session.add(row)
     elsewhere = encode_token(
-        _claims_of(token), private_key=open_private_key(container.keys.envelope, row), kid=row.kid
+        _claims_of(token),
+        private_key=open_private_key(container.rotation.keys.envelope, row),
+        kid=row.kid,
     )
     assert container.keyring.lookup(row.kid) is None
     assert (await verdict(rot, elsewhere, headers))["valid"] is True
@@ -155,8 +157,8 @@ async def test_shutdown_lets_a_check_in_flight_finish(
         finished.append(True)
         return DueReport(rotation=None, expired=[])
 
-    monkeypatch.setattr("auth_service.scheduler.run_due_work", slow_check)
-    scheduler = KeyScheduler(rot.container.keys, rot.container.policy, every=timedelta(seconds=60))
+    monkeypatch.setattr(rot.container.rotation, "run_due_work", slow_check)
+    scheduler = KeyScheduler(rot.container.rotation, every=timedelta(seconds=60))
     scheduler.start()
     for _ in range(300):  # the first check starts 0.5-2 s after start()
         if scheduler._running:
@@ -181,8 +183,8 @@ async def test_a_reload_opens_each_private_key_once(
 
     monkeypatch.setattr(keys, "open_private_key", counting)
     for _ in range(3):
-        assert await rot.container.reload_keys()
+        assert await rot.container.rotation.reload()
     assert opened == []  # both keys were opened at start-up and are remembered
-    rot.container.keys.opened.clear()
-    assert await rot.container.reload_keys()
+    rot.container.rotation.keys.opened.clear()
+    assert await rot.container.rotation.reload()
     assert sorted(opened) == sorted(rot.container.keyring.snapshot.keys)

@@ -1,5 +1,5 @@
 """Load shedding at the edge: while the strangers' hashing lane is full, a registration, and
-a login that would be refused anyway (``services/login.py:sheds_login``: not from an
+a login that would be refused anyway (``Logins.sheds`` in ``services/login.py``: not from an
 (account, IP group) that logged in before), are answered ``503 server_busy`` before FastAPI
 parses them.
 
@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth_service.api.deps import resolve_client_ip
 from auth_service.errors import ServerBusyError
-from auth_service.services.login import sheds_login
 
 if TYPE_CHECKING:
     from auth_service.container import Container
@@ -52,10 +51,9 @@ class LoadSheddingMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         container = self._container(scope)
-        if container is None or not container.sessions.hasher.queue.full(urgent=False):
+        if container is None or not container.logins.hashing_full():
             await self.app(scope, receive, send)
             return
-        ctx = container.sessions
         if scope["path"] == _REGISTER:
             await self._shed(send)
             return
@@ -64,8 +62,9 @@ class LoadSheddingMiddleware:
         body = await _read_body(receive)
         email = _email_of(body)
         peer = scope.get("client")
-        ip = resolve_client_ip(peer[0] if peer else None, _forwarded_for(scope), ctx.settings)
-        if email is None or await sheds_login(ctx, email, ip):
+        settings = container.settings
+        ip = resolve_client_ip(peer[0] if peer else None, _forwarded_for(scope), settings)
+        if email is None or await container.logins.sheds(email, ip):
             await self._shed(send)
             return
         await self.app(scope, _replay(body, receive), send)

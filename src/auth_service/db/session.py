@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +114,31 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The two ways to the database, handed to each use case once.
+
+    ``transaction()`` writes: ``async with db.transaction() as session:`` commits at the
+    block's end (on SQLite ``BEGIN IMMEDIATE``). ``read()`` only reads: a deferred BEGIN on
+    SQLite (no write lock), ``READ ONLY`` on PostgreSQL.
+    """
+
+    writer: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def on(cls, engine: AsyncEngine) -> Database:
+        return cls(create_sessionmaker(engine), create_read_sessionmaker(engine))
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.writer.begin()
+
+    def read(self) -> AsyncSession:
+        return self.reader()
+
+
 __all__ = [
+    "Database",
     "Engine",
     "create_engine",
     "create_read_sessionmaker",

@@ -1,7 +1,7 @@
 """Accounts: the one email normalisation, registration, disabling and enabling users.
 
-Each use case owns its transaction (``async with ctx.sessionmaker.begin()``), which commits
-before the function returns, so before the route answers. No connection or transaction is
+Each use case owns its transaction (``async with self._db.transaction()``), which commits
+before the method returns, so before the route answers. No connection or transaction is
 held while argon2 or the password policy runs: read, release, hash, then write.
 
 Emails are stored normalised (``normalize_email``), which makes the unique index on
@@ -14,6 +14,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from auth_service.clock import Clock
+from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.models import User
+from auth_service.db.session import Database
 from auth_service.errors import (
     EmailTakenError,
     ForbiddenError,
@@ -34,8 +38,11 @@ from auth_service.errors import (
 )
 from auth_service.services import store_keys
 from auth_service.services.limits import ip_group, take_attempt
-from auth_service.services.revocation import mark_disabled, revoke_user_tokens
-from auth_service.services.sessions import SessionContext, revoke_all_sessions
+from auth_service.services.password_policy import PasswordPolicy
+from auth_service.services.revocation import RevocationPolicy, mark_disabled, revoke_user_tokens
+from auth_service.services.sessions import Sessions
+from auth_service.settings import Settings
+from auth_service.store.base import Store
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit less the angle brackets; also the column size
 REGISTER_WINDOW = timedelta(hours=1)
@@ -76,122 +83,170 @@ def try_normalize_email(raw: str) -> str | None:
         return None
 
 
-async def register(
-    ctx: SessionContext,
-    *,
-    email: str,
-    password: str,
-    ip: str | None,
-    roles: Sequence[str] = (),
-    limited: bool = True,
-) -> User:
-    """Create an enabled user; ``EmailTakenError`` if the (normalised) email exists.
-
-    Over HTTP (``limited``) registration must be open and every attempt counts against the
-    client IP's ``AUTH_REGISTER_IP_LIMIT`` per hour, before any other work; the CLI's
-    ``create-admin`` passes ``limited=False``.
-    """
-    if isinstance(roles, str):
-        raise TypeError("roles must be a sequence of role names, not one string")
-    if limited:
-        if not ctx.settings.registration_open:
-            raise RegistrationClosedError()
-        if ctx.hasher.queue.full(urgent=False):
-            raise ServerBusyError()  # refused before any work: it would be refused at the hash
-        await take_attempt(
-            ctx.store,
-            store_keys.register_ip_key(ip_group(ip)),
-            ctx.settings.register_ip_limit,
-            REGISTER_WINDOW,
-        )
-    address = normalize_email(email)
-    await ctx.password_policy.check(password, email=address)
-    async with ctx.reader() as db:
-        if await find_by_email(db, address) is not None:
-            raise EmailTakenError()
-    password_hash = await ctx.hasher.hash(password)
-    now = ctx.clock.now()
-    user = User(
-        email=address,
-        password_hash=password_hash,
-        roles=list(roles),
-        disabled=False,
-        mfa_enabled=False,
-        password_changed_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    try:
-        # A concurrent registration may insert the same email between the check and the
-        # insert: the unique index decides.
-        async with ctx.sessionmaker.begin() as db:
-            db.add(user)
-    except IntegrityError as exc:
-        if not _is_email_conflict(exc):
-            raise
-        raise EmailTakenError() from None
-    return user
-
-
-async def get_user(ctx: SessionContext, user_id: uuid.UUID) -> User | None:
-    async with ctx.reader() as db:
-        return await db.get(User, user_id)
-
-
-async def get_user_by_email(ctx: SessionContext, email: str) -> User | None:
-    address = try_normalize_email(email)
-    if address is None:
-        return None
-    async with ctx.reader() as db:
-        return await find_by_email(db, address)
-
-
 ADMIN_ROLE = "admin"
 SECOND_FACTORS = frozenset({"otp", "recovery"})
 
 
-async def authorize_admin(ctx: SessionContext, claims: dict[str, Any]) -> User:
-    """The caller, if it is an admin NOW: its current roles and status are read from the
-    database on every admin request (a demotion or a disabled flag takes effect on the next
-    request on every instance, whatever the token says). With ``AUTH_ADMIN_REQUIRE_MFA`` (on
-    by default in production) the token must also show a second factor in ``amr``."""
-    user = await get_user(ctx, uuid.UUID(str(claims["sub"])))
-    if user is None or user.disabled:
-        raise UnauthorizedError("The access token is not valid (user_disabled).")
-    if ADMIN_ROLE not in user.roles:
-        raise ForbiddenError("The admin role is required.")
-    if ctx.settings.admin_mfa_required and not SECOND_FACTORS.intersection(claims.get("amr", [])):
-        raise ForbiddenError("Admins must sign in with a second factor (AUTH_ADMIN_REQUIRE_MFA).")
-    return user
+@dataclass(frozen=True, slots=True)
+class AccountRules:
+    registration_open: bool
+    register_ip_limit: int
+    admin_mfa_required: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccountRules:
+        return cls(
+            registration_open=settings.registration_open,
+            register_ip_limit=settings.register_ip_limit,
+            admin_mfa_required=settings.admin_mfa_required,
+        )
 
 
-async def set_disabled(ctx: SessionContext, user_id: uuid.UUID, disabled: bool) -> User:
-    """Disable or enable a user; ``NotFoundError`` if there is no such user.
+class Accounts:
+    """Users: registration, lookups, the admin check, disabling and enabling."""
 
-    Disabling is durable and immediate everywhere: ``users.disabled`` and
-    ``tokens_revoked_after`` (the record), every session revoked, and the store's disabled
-    and revoke-after entries written (the index, which the revocation mirror announces to
-    every instance), all before the commit. So live tokens answer ``user_disabled``, refresh
-    and login are refused, and enabling again does not bring the old tokens back.
-    """
-    now = ctx.clock.now()
-    async with ctx.sessionmaker.begin() as db:
-        user = await db.get(User, user_id, with_for_update=True)
+    def __init__(
+        self,
+        db: Database,
+        store: Store,
+        hasher: PasswordHasher,
+        password_policy: PasswordPolicy,
+        sessions: Sessions,
+        rules: AccountRules,
+        revocation: RevocationPolicy,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._hasher = hasher
+        self._password_policy = password_policy
+        self._sessions = sessions
+        self._rules = rules
+        self._revocation = revocation
+        self._clock = clock
+
+    async def register(
+        self,
+        *,
+        email: str,
+        password: str,
+        ip: str | None,
+        roles: Sequence[str] = (),
+        limited: bool = True,
+    ) -> User:
+        """Create an enabled user; ``EmailTakenError`` if the (normalised) email exists.
+
+        Over HTTP (``limited``) registration must be open and every attempt counts against
+        the client IP's ``AUTH_REGISTER_IP_LIMIT`` per hour, before any other work; the CLI's
+        ``create-admin`` passes ``limited=False``.
+        """
+        if isinstance(roles, str):
+            raise TypeError("roles must be a sequence of role names, not one string")
+        if limited:
+            if not self._rules.registration_open:
+                raise RegistrationClosedError()
+            if self._hasher.queue.full(urgent=False):
+                raise ServerBusyError()  # refused before any work: the hash would refuse it
+            await take_attempt(
+                self._store,
+                store_keys.register_ip_key(ip_group(ip)),
+                self._rules.register_ip_limit,
+                REGISTER_WINDOW,
+            )
+        address = normalize_email(email)
+        await self._password_policy.check(password, email=address)
+        async with self._db.read() as db:
+            if await find_by_email(db, address) is not None:
+                raise EmailTakenError()
+        password_hash = await self._hasher.hash(password)
+        now = self._clock.now()
+        user = User(
+            email=address,
+            password_hash=password_hash,
+            roles=list(roles),
+            disabled=False,
+            mfa_enabled=False,
+            password_changed_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            # A concurrent registration may insert the same email between the check and the
+            # insert: the unique index decides.
+            async with self._db.transaction() as db:
+                db.add(user)
+        except IntegrityError as exc:
+            if not _is_email_conflict(exc):
+                raise
+            raise EmailTakenError() from None
+        return user
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        async with self._db.read() as db:
+            return await db.get(User, user_id)
+
+    async def me(self, user_id: uuid.UUID) -> User:
+        """The signed-in user; ``NotFoundError`` if it no longer exists."""
+        user = await self.get(user_id)
         if user is None:
-            raise NotFoundError("No user has this id.")
-        user.disabled = disabled
-        user.updated_at = now
-        if disabled:
-            user.tokens_revoked_after = now
-            await revoke_all_sessions(ctx, db, user_id=user.id, reason="user_disabled")
-            await revoke_user_tokens(ctx.store, ctx.policy, user_id=str(user.id), now=now)
-            # The index entry is written before the commit: a failure here leaves nothing.
-            await mark_disabled(ctx.store, ctx.policy, user_id=str(user.id), disabled=True)
-    if not disabled:
-        # Deleted only after the commit: a revocation-index rebuild that read the row before
-        # it would otherwise write the entry back (revocation_index.py re-reads to undo that).
-        await mark_disabled(ctx.store, ctx.policy, user_id=str(user.id), disabled=False)
-    return user
+            raise NotFoundError("No such user.")
+        return user
+
+    async def get_by_email(self, email: str) -> User | None:
+        address = try_normalize_email(email)
+        if address is None:
+            return None
+        async with self._db.read() as db:
+            return await find_by_email(db, address)
+
+    async def authorize_admin(self, claims: dict[str, Any]) -> User:
+        """The caller, if it is an admin NOW: its current roles and status are read from the
+        database on every admin request (a demotion or a disabled flag takes effect on the
+        next request on every instance, whatever the token says). With
+        ``AUTH_ADMIN_REQUIRE_MFA`` (on by default in production) the token must also show a
+        second factor in ``amr``."""
+        user = await self.get(uuid.UUID(str(claims["sub"])))
+        if user is None or user.disabled:
+            raise UnauthorizedError("The access token is not valid (user_disabled).")
+        if ADMIN_ROLE not in user.roles:
+            raise ForbiddenError("The admin role is required.")
+        if self._rules.admin_mfa_required and not SECOND_FACTORS.intersection(
+            claims.get("amr", [])
+        ):
+            raise ForbiddenError(
+                "Admins must sign in with a second factor (AUTH_ADMIN_REQUIRE_MFA)."
+            )
+        return user
+
+    async def set_disabled(self, user_id: uuid.UUID, disabled: bool) -> User:
+        """Disable or enable a user; ``NotFoundError`` if there is no such user.
+
+        Disabling is durable and immediate everywhere: ``users.disabled`` and
+        ``tokens_revoked_after`` (the record), every session revoked, and the store's
+        disabled and revoke-after entries written (the index, which the revocation mirror
+        announces to every instance), all before the commit. So live tokens answer
+        ``user_disabled``, refresh and login are refused, and enabling again does not bring
+        the old tokens back.
+        """
+        now = self._clock.now()
+        store, revocation = self._store, self._revocation
+        async with self._db.transaction() as db:
+            user = await db.get(User, user_id, with_for_update=True)
+            if user is None:
+                raise NotFoundError("No user has this id.")
+            user.disabled = disabled
+            user.updated_at = now
+            if disabled:
+                user.tokens_revoked_after = now
+                await self._sessions.revoke_all(db, user_id=user.id, reason="user_disabled")
+                await revoke_user_tokens(store, revocation, user_id=str(user.id), now=now)
+                # The index entry is written before the commit: a failure leaves nothing.
+                await mark_disabled(store, revocation, user_id=str(user.id), disabled=True)
+        if not disabled:
+            # Deleted only after the commit: a revocation-index rebuild that read the row
+            # before it would otherwise write the entry back (revocation_index.py re-reads).
+            await mark_disabled(store, revocation, user_id=str(user.id), disabled=False)
+        return user
 
 
 async def find_by_email(db: AsyncSession, address: str) -> User | None:
@@ -207,12 +262,9 @@ def _is_email_conflict(exc: IntegrityError) -> bool:
 __all__ = [
     "ADMIN_ROLE",
     "MAX_EMAIL_LENGTH",
-    "authorize_admin",
+    "AccountRules",
+    "Accounts",
     "find_by_email",
-    "get_user",
-    "get_user_by_email",
     "normalize_email",
-    "register",
-    "set_disabled",
     "try_normalize_email",
 ]

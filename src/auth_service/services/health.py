@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -21,23 +22,51 @@ CHECK_TIMEOUT_SECONDS = 2.0
 Check = Literal["ok", "failing"]
 
 
-async def check_readiness(
-    engine: AsyncEngine, store: Store, keyring: KeyRing, clock: Clock, *, stale_after: timedelta
-) -> dict[str, Check]:
-    """Each check's state: ``database`` and ``store`` answer within the timeout;
-    ``signing_key``: a signing key is loaded and the key cache was refreshed lately."""
+@dataclass(frozen=True, slots=True)
+class ReadinessReport:
+    checks: dict[str, Check]
 
-    async def database() -> None:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, state in self.checks.items() if state != "ok"]
 
-    db_state, store_state = await asyncio.gather(
-        _probe("database", database()), _probe("store", store.ping())
-    )
-    snapshot = keyring.snapshot
-    fresh = snapshot.loaded_at is not None and clock.now() - snapshot.loaded_at < stale_after
-    key_state: Check = "ok" if snapshot.signing is not None and fresh else "failing"
-    return {"database": db_state, "store": store_state, "signing_key": key_state}
+
+class Health:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: Store,
+        keyring: KeyRing,
+        clock: Clock,
+        *,
+        stale_after: timedelta,
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+        self._stale_after = stale_after
+
+    async def readiness(self) -> ReadinessReport:
+        """Each check's state: ``database`` and ``store`` answer within the timeout;
+        ``signing_key``: a signing key is loaded and the key cache was refreshed lately."""
+
+        async def database() -> None:
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
+        db_state, store_state = await asyncio.gather(
+            _probe("database", database()), _probe("store", self._store.ping())
+        )
+        snapshot = self._keyring.snapshot
+        fresh = (
+            snapshot.loaded_at is not None
+            and self._clock.now() - snapshot.loaded_at < self._stale_after
+        )
+        key_state: Check = "ok" if snapshot.signing is not None and fresh else "failing"
+        return ReadinessReport(
+            {"database": db_state, "store": store_state, "signing_key": key_state}
+        )
 
 
 async def _probe(name: str, probe: Coroutine[Any, Any, None]) -> Check:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from auth_service.services.keyring import KeyRing
 from auth_service.services.keys import KeyContext, load_snapshot
 from auth_service.services.store_keys import KEYS_CHANNEL
-from auth_service.store.base import StoreUnavailableError
+from auth_service.store.following import follow_channel
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +36,16 @@ async def _timer(ctx: KeyContext, keyring: KeyRing, every: timedelta) -> None:
 
 
 async def _listen(ctx: KeyContext, keyring: KeyRing, ready: asyncio.Event) -> None:
-    failures = 0
-    while True:
-        try:
-            async with ctx.store.subscribe(KEYS_CHANNEL) as messages:
-                await reload_keyring(ctx, keyring)  # resync: events may have been missed
-                ready.set()
-                failures = 0
-                async for _message in messages:
-                    await reload_keyring(ctx, keyring)
-        except StoreUnavailableError as exc:
-            log.warning("key events subscription lost (%s); resubscribing", exc)
-        except Exception:
-            log.exception("key events follower failed; resubscribing")
-        delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
-        failures += 1
-        await asyncio.sleep(delay)
+    async def serve(messages: AsyncIterator[str], healthy: Callable[[], None]) -> None:
+        await reload_keyring(ctx, keyring)  # resync: events may have been missed
+        ready.set()
+        healthy()
+        async for _message in messages:
+            await reload_keyring(ctx, keyring)
+
+    await follow_channel(
+        ctx.store, KEYS_CHANNEL, serve, name="the key events follower", retry_seconds=_RETRY_SECONDS
+    )
 
 
 async def follow_key_events(

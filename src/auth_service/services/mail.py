@@ -18,6 +18,7 @@ import os
 import smtplib
 import ssl
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from email.message import EmailMessage
@@ -35,6 +36,10 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
 _FILE_MODE = 0o600
+
+
+FollowUp = Callable[[], Awaitable[object]]
+"""Work a route schedules to run after its answer is sent (``BackgroundTasks``): mails."""
 
 
 @dataclass(frozen=True, slots=True)

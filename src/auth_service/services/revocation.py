@@ -26,6 +26,7 @@ from auth_service.services.store_keys import disabled_key as disabled_key
 from auth_service.services.store_keys import jti_key as jti_key
 from auth_service.services.store_keys import revoked_after_key as revoked_after_key
 from auth_service.services.store_keys import sid_key as sid_key
+from auth_service.settings import Settings
 from auth_service.store.base import Store
 
 INDEX_MARKER_TTL = timedelta(days=7)
@@ -38,6 +39,10 @@ class RevocationPolicy:
 
     access_ttl: timedelta
     leeway: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RevocationPolicy:
+        return cls(settings.access_token_ttl, settings.clock_leeway)
 
     @property
     def horizon(self) -> timedelta:

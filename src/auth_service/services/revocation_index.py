@@ -102,6 +102,10 @@ class RevocationIndex:
         self._inflight: asyncio.Task[None] | None = None
         self.rebuilds = 0  # rebuilds this process ran (for tests and logs)
 
+    @property
+    def policy(self) -> RevocationPolicy:
+        return self._policy
+
     async def ensure(self) -> None:
         """Return once the marker is in the store, rebuilding first if it is absent.
 

@@ -32,13 +32,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.db.models import KeyStatus, SigningKey
+from auth_service.db.session import Database
 from auth_service.errors import NotFoundError, RotationInProgressError
-from auth_service.services.keyring import in_jwks_order
+from auth_service.services.key_events import follow_key_events, reload_keyring
+from auth_service.services.keyring import KeyRing, in_jwks_order
 from auth_service.services.keys import (
     KEYS_CHANNEL,
     KEYS_LOCK,
     KeyContext,
+    ensure_signing_keys,
     list_keys,
+    load_snapshot,
     new_signing_key,
 )
 from auth_service.settings import Settings
@@ -311,3 +315,56 @@ async def rotation_status(ctx: KeyContext, policy: RotationPolicy) -> RotationSt
         published_keys=[row.kid for row in published],
         last_rotation=last,
     )
+
+
+class KeyRotation:
+    """The signing keys' life: make sure they exist, load, rotate, revoke, expire, report.
+
+    Every change reloads this instance's key cache before it returns (the others follow the
+    "keys changed" event, or their refresh timer)."""
+
+    def __init__(
+        self, keys: KeyContext, policy: RotationPolicy, keyring: KeyRing, db: Database
+    ) -> None:
+        self.keys = keys
+        self.policy = policy
+        self._keyring = keyring
+        self._db = db
+
+    async def ensure_keys(self, *, wait: timedelta | None = None) -> bool:
+        """Create the active and next keys if missing; True if this call created any."""
+        return await ensure_signing_keys(self.keys, wait=wait)
+
+    async def load(self) -> None:
+        """Load the key cache; raises if the keys cannot be opened (a wrong secret)."""
+        self._keyring.replace(await load_snapshot(self.keys))
+
+    async def reload(self) -> bool:
+        """Reload the key cache now; on failure keep the old one. True on success."""
+        return await reload_keyring(self.keys, self._keyring)
+
+    async def follow(self, *, refresh_every: timedelta, ready: asyncio.Event) -> None:
+        """Keep the key cache current until cancelled (events, resubscription, a timer)."""
+        await follow_key_events(self.keys, self._keyring, refresh_every=refresh_every, ready=ready)
+
+    async def rotate(self, *, trigger: Trigger = "manual") -> RotationResult:
+        result = await rotate_keys(self.keys, self.policy, trigger=trigger)
+        await self.reload()
+        return result
+
+    async def revoke(self, kid: str) -> tuple[str, str]:
+        """Revoke ``kid``; returns (kid, the active kid)."""
+        result = await revoke_key(self.keys, self.policy, kid)
+        await self.reload()
+        return result
+
+    async def run_due_work(self) -> DueReport:
+        return await run_due_work(self.keys, self.policy)
+
+    async def status(self) -> RotationStatus:
+        return await rotation_status(self.keys, self.policy)
+
+    async def all_keys(self) -> list[SigningKey]:
+        """Every signing key ever made, oldest first."""
+        async with self._db.read() as session:
+            return await list_keys(session)

@@ -31,41 +31,67 @@ def audience_claim(audiences: Sequence[str]) -> str | list[str]:
     return audiences[0] if len(audiences) == 1 else list(audiences)
 
 
-def issue_access_token(
-    keyring: KeyRing,
-    settings: Settings,
-    *,
-    now: datetime,
-    subject: str,
-    session_id: str,
-    roles: Sequence[str],
-    amr: Sequence[str],
-) -> IssuedToken:
-    signing = keyring.signing
-    if signing is None:
-        raise ServiceUnavailableError("no active signing key is loaded")
-    issued_at = math.floor(now.timestamp())
-    expires_at = issued_at + settings.access_token_ttl_seconds
-    jti = secrets.token_urlsafe(16)
-    claims: dict[str, Any] = {
-        "iss": settings.issuer,
-        "sub": subject,
-        "aud": audience_claim(settings.audience),
-        "exp": expires_at,
-        "iat": issued_at,
-        "nbf": issued_at,
-        "jti": jti,
-        "sid": session_id,
-        "roles": list(roles),
-        "amr": list(amr),
-    }
-    token = encode_token(claims, private_key=signing.private_key, kid=signing.kid, typ=AT_JWT)
-    return IssuedToken(
-        token=token,
-        jti=jti,
-        expires_at=datetime.fromtimestamp(expires_at, UTC),
-        expires_in=settings.access_token_ttl_seconds,
-    )
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    """What every access token says about who issued it, for whom, and for how long."""
+
+    issuer: str
+    audience: tuple[str, ...]
+    ttl_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenPolicy:
+        return cls(
+            issuer=settings.issuer,
+            audience=tuple(settings.audience),
+            ttl_seconds=settings.access_token_ttl_seconds,
+        )
+
+
+class TokenIssuer:
+    """Signs access tokens with the active key of the in-memory key cache."""
+
+    def __init__(self, keyring: KeyRing, policy: TokenPolicy) -> None:
+        self._keyring = keyring
+        self._policy = policy
+
+    def user_token(
+        self,
+        *,
+        now: datetime,
+        subject: str,
+        session_id: str,
+        roles: Sequence[str],
+        amr: Sequence[str],
+    ) -> IssuedToken:
+        return self._issue(
+            now, {"sub": subject, "sid": session_id, "roles": list(roles), "amr": list(amr)}
+        )
+
+    def _issue(self, now: datetime, subject_claims: dict[str, Any]) -> IssuedToken:
+        signing = self._keyring.signing
+        if signing is None:
+            raise ServiceUnavailableError("no active signing key is loaded")
+        policy = self._policy
+        issued_at = math.floor(now.timestamp())
+        expires_at = issued_at + policy.ttl_seconds
+        jti = secrets.token_urlsafe(16)
+        claims: dict[str, Any] = {
+            "iss": policy.issuer,
+            "aud": audience_claim(policy.audience),
+            "exp": expires_at,
+            "iat": issued_at,
+            "nbf": issued_at,
+            "jti": jti,
+            **subject_claims,
+        }
+        token = encode_token(claims, private_key=signing.private_key, kid=signing.kid, typ=AT_JWT)
+        return IssuedToken(
+            token=token,
+            jti=jti,
+            expires_at=datetime.fromtimestamp(expires_at, UTC),
+            expires_in=policy.ttl_seconds,
+        )
 
 
 def seconds_until(moment: datetime, now: datetime) -> int:

@@ -20,6 +20,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import pyotp
 from sqlalchemy import delete, update
@@ -29,6 +30,7 @@ from auth_service.clock import Clock
 from auth_service.crypto.envelope import Envelope, EnvelopeError
 from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import RecoveryCode, User
+from auth_service.db.session import Database
 from auth_service.errors import MfaAlreadyEnabledError, MfaCodeRejectedError, UnauthorizedError
 from auth_service.services.limits import (
     MFA_USER_ATTEMPTS,
@@ -36,11 +38,10 @@ from auth_service.services.limits import (
     reset_counters,
     take_attempt,
 )
-from auth_service.services.mail import MailMessage
-from auth_service.services.passwords import verify_current_password
-from auth_service.services.sessions import SessionContext, revoke_all_sessions
+from auth_service.services.mail import FollowUp, Mailer, MailMessage, send_quietly
+from auth_service.services.passwords import Passwords
+from auth_service.services.sessions import Sessions
 from auth_service.services.store_keys import totp_used_key
-from auth_service.settings import Settings
 from auth_service.store.base import Store
 
 TOTP_PURPOSE = "totp-secret"
@@ -53,122 +54,151 @@ _SIX_DIGITS = re.compile(r"[0-9]{6}")  # ASCII only: \d would also match other s
 
 
 @dataclass(frozen=True, slots=True)
-class TotpContext:
-    store: Store
-    envelope: Envelope
-    clock: Clock
-    issuer_name: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings, store: Store, clock: Clock) -> TotpContext:
-        return cls(
-            store=store,
-            envelope=Envelope(settings.secret_value(), purpose=TOTP_PURPOSE),
-            clock=clock,
-            issuer_name=settings.totp_issuer_name,
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class TotpSetup:
     secret: str
     otpauth_uri: str
 
 
-async def begin_setup(
-    ctx: TotpContext, sessions: SessionContext, *, user_id: uuid.UUID, password: str
-) -> TotpSetup:
-    """A fresh secret, stored sealed and inactive until ``confirm``. The current password is
-    required (a stolen access token alone cannot enrol an attacker's authenticator)."""
-    user = await _signed_in_user(sessions, user_id)
-    if user.mfa_enabled:
-        raise MfaAlreadyEnabledError()
-    await verify_current_password(sessions, user, password)
-    secret = pyotp.random_base32()  # 32 characters = 160 bits (RFC 4226 §4 recommends 160)
-    async with sessions.sessionmaker.begin() as db:
-        current = await db.get(User, user_id, with_for_update=True)
-        if current is None:
-            raise UnauthorizedError("The access token is not valid (user_disabled).")
-        if current.mfa_enabled:
+@dataclass(frozen=True, slots=True)
+class TotpEnabled:
+    recovery_codes: list[str]
+    notify: FollowUp  # the mail to the user, sent after the answer
+
+
+class Totp:
+    """Two-factor enrolment (setup, confirm, disable) and the check of a code at login."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: Store,
+        envelope: Envelope,
+        passwords: Passwords,
+        sessions: Sessions,
+        mailer: Mailer,
+        issuer_name: str,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._envelope = envelope
+        self._passwords = passwords
+        self._sessions = sessions
+        self._mailer = mailer
+        self._issuer_name = issuer_name
+        self._clock = clock
+
+    @staticmethod
+    def envelope_for(secret: str) -> Envelope:
+        return Envelope(secret, purpose=TOTP_PURPOSE)
+
+    async def begin_setup(self, *, user_id: uuid.UUID, password: str) -> TotpSetup:
+        """A fresh secret, stored sealed and inactive until ``confirm``. The current password
+        is required (a stolen access token alone cannot enrol an attacker's authenticator)."""
+        user = await self._signed_in_user(user_id)
+        if user.mfa_enabled:
             raise MfaAlreadyEnabledError()
-        current.totp_secret_encrypted = ctx.envelope.seal(
-            secret.encode(), associated_data=str(user.id)
-        )
-        current.updated_at = ctx.clock.now()
-    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ctx.issuer_name)
-    return TotpSetup(secret=secret, otpauth_uri=uri)
+        await self._passwords.verify_current(user, password)
+        secret = pyotp.random_base32()  # 32 characters = 160 bits (RFC 4226 §4: 160)
+        async with self._db.transaction() as db:
+            current = await db.get(User, user_id, with_for_update=True)
+            if current is None:
+                raise UnauthorizedError("The access token is not valid (user_disabled).")
+            if current.mfa_enabled:
+                raise MfaAlreadyEnabledError()
+            current.totp_secret_encrypted = self._envelope.seal(
+                secret.encode(), associated_data=str(user.id)
+            )
+            current.updated_at = self._clock.now()
+        uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=self._issuer_name)
+        return TotpSetup(secret=secret, otpauth_uri=uri)
 
-
-async def confirm_setup(
-    ctx: TotpContext,
-    sessions: SessionContext,
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    code: str,
-) -> tuple[User, list[str]]:
-    """Turn TOTP on with a valid code; the user's other sessions are revoked. Returns the user
-    and the new recovery codes (shown once)."""
-    user = await _signed_in_user(sessions, user_id)
-    if user.mfa_enabled:
-        raise MfaAlreadyEnabledError()
-    if user.totp_secret_encrypted is None:
-        raise MfaCodeRejectedError("Start with /auth/mfa/totp/setup.")
-    if not await accept_totp(ctx, user, code):
-        raise MfaCodeRejectedError()
-    now = ctx.clock.now()
-    codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
-    async with sessions.sessionmaker.begin() as db:
-        current = await db.get(User, user_id, with_for_update=True)
-        if current is None or current.totp_secret_encrypted != user.totp_secret_encrypted:
-            raise MfaCodeRejectedError()  # a setup restarted meanwhile
-        if current.mfa_enabled:
+    async def confirm_setup(
+        self, *, user_id: uuid.UUID, session_id: uuid.UUID, code: str
+    ) -> TotpEnabled:
+        """Turn TOTP on with a valid code; the user's other sessions are revoked. Returns the
+        new recovery codes (shown once) and the mail to send."""
+        user = await self._signed_in_user(user_id)
+        if user.mfa_enabled:
             raise MfaAlreadyEnabledError()
-        await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-        db.add_all(
-            RecoveryCode(user_id=user.id, code_hash=hash_opaque(_canonical(c)), created_at=now)
-            for c in codes
-        )
-        current.mfa_enabled = True
-        current.totp_confirmed_at = now
-        current.updated_at = now
-        await revoke_all_sessions(
-            sessions, db, user_id=user.id, reason="mfa_enabled", keep=session_id
-        )
-    return user, codes
-
-
-async def disable(
-    ctx: TotpContext,
-    sessions: SessionContext,
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    password: str,
-    code: str,
-) -> User:
-    """Turn TOTP off: the password (401) and a current code (400) are both required, both
-    counted against the same limits as a login (a stolen access token alone must not become
-    a password or code oracle). The user's other sessions are revoked."""
-    user = await _signed_in_user(sessions, user_id)
-    await verify_current_password(sessions, user, password)
-    await take_attempt(ctx.store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
-    if not user.mfa_enabled or not await accept_totp(ctx, user, code):
-        raise MfaCodeRejectedError()
-    async with sessions.sessionmaker.begin() as db:
-        current = await db.get(User, user_id, with_for_update=True)
-        if current is None or not current.mfa_enabled:
+        if user.totp_secret_encrypted is None:
+            raise MfaCodeRejectedError("Start with /auth/mfa/totp/setup.")
+        if not await self.accept(user, code.strip()):
             raise MfaCodeRejectedError()
-        current.mfa_enabled = False
-        current.totp_secret_encrypted = None
-        current.totp_confirmed_at = None
-        current.updated_at = ctx.clock.now()
-        await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-        await revoke_all_sessions(
-            sessions, db, user_id=user.id, reason="mfa_disabled", keep=session_id
-        )
-    await reset_counters(ctx.store, [mfa_user_key(user.id)])
-    return user
+        now = self._clock.now()
+        codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
+        async with self._db.transaction() as db:
+            current = await db.get(User, user_id, with_for_update=True)
+            if current is None or current.totp_secret_encrypted != user.totp_secret_encrypted:
+                raise MfaCodeRejectedError()  # a setup restarted meanwhile
+            if current.mfa_enabled:
+                raise MfaAlreadyEnabledError()
+            await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+            db.add_all(
+                RecoveryCode(user_id=user.id, code_hash=hash_opaque(_canonical(c)), created_at=now)
+                for c in codes
+            )
+            current.mfa_enabled = True
+            current.totp_confirmed_at = now
+            current.updated_at = now
+            await self._sessions.revoke_all(
+                db, user_id=user.id, reason="mfa_enabled", keep=session_id
+            )
+        return TotpEnabled(codes, self._notice(user.email, enabled=True))
+
+    async def disable(
+        self, *, user_id: uuid.UUID, session_id: uuid.UUID, password: str, code: str
+    ) -> FollowUp:
+        """Turn TOTP off: the password (401) and a current code (400) are both required, both
+        counted against the same limits as a login (a stolen access token alone must not
+        become a password or code oracle). The user's other sessions are revoked. Returns the
+        mail to send."""
+        user = await self._signed_in_user(user_id)
+        await self._passwords.verify_current(user, password)
+        await take_attempt(self._store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
+        if not user.mfa_enabled or not await self.accept(user, code.strip()):
+            raise MfaCodeRejectedError()
+        async with self._db.transaction() as db:
+            current = await db.get(User, user_id, with_for_update=True)
+            if current is None or not current.mfa_enabled:
+                raise MfaCodeRejectedError()
+            current.mfa_enabled = False
+            current.totp_secret_encrypted = None
+            current.totp_confirmed_at = None
+            current.updated_at = self._clock.now()
+            await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+            await self._sessions.revoke_all(
+                db, user_id=user.id, reason="mfa_disabled", keep=session_id
+            )
+        await reset_counters(self._store, [mfa_user_key(user.id)])
+        return self._notice(user.email, enabled=False)
+
+    async def accept(self, user: User, code: str) -> bool:
+        """Whether ``code`` is the user's current TOTP (±1 step), and not used before."""
+        secret = self._open_secret(user)
+        step = matching_step(secret, code, self._clock.now()) if secret is not None else None
+        if step is None:
+            return False
+        return await self._store.put_if_absent(totp_used_key(user.id, step), "1", _USED_CODE_TTL)
+
+    def _notice(self, email: str, *, enabled: bool) -> FollowUp:
+        return partial(send_quietly, self._mailer, change_notice(email, enabled=enabled))
+
+    async def _signed_in_user(self, user_id: uuid.UUID) -> User:
+        async with self._db.read() as db:
+            user = await db.get(User, user_id)
+        if user is None:
+            raise UnauthorizedError("The access token is not valid (user_disabled).")
+        return user
+
+    def _open_secret(self, user: User) -> str | None:
+        if user.totp_secret_encrypted is None:
+            return None
+        try:
+            opened = self._envelope.open(user.totp_secret_encrypted, associated_data=str(user.id))
+        except EnvelopeError:
+            return None  # a row moved between users, or another secret: never a valid code
+        return opened.decode()
 
 
 def change_notice(email: str, *, enabled: bool) -> MailMessage:
@@ -183,23 +213,6 @@ def change_notice(email: str, *, enabled: bool) -> MailMessage:
             "If it was not you, reset your password at once and contact support."
         ),
     )
-
-
-async def _signed_in_user(sessions: SessionContext, user_id: uuid.UUID) -> User:
-    async with sessions.reader() as db:
-        user = await db.get(User, user_id)
-    if user is None:
-        raise UnauthorizedError("The access token is not valid (user_disabled).")
-    return user
-
-
-async def accept_totp(ctx: TotpContext, user: User, code: str) -> bool:
-    """Whether ``code`` is the user's current TOTP (±1 step), and not used before."""
-    secret = _open_secret(ctx, user)
-    step = matching_step(secret, code, ctx.clock.now()) if secret is not None else None
-    if step is None:
-        return False
-    return await ctx.store.put_if_absent(totp_used_key(user.id, step), "1", _USED_CODE_TTL)
 
 
 async def use_recovery_code(db: AsyncSession, user_id: uuid.UUID, code: str, now: datetime) -> bool:
@@ -234,15 +247,6 @@ def matching_step(secret: str, code: str, now: datetime) -> int | None:
 
 def looks_like_totp(code: str) -> bool:
     return bool(_SIX_DIGITS.fullmatch(code.strip()))
-
-
-def _open_secret(ctx: TotpContext, user: User) -> str | None:
-    if user.totp_secret_encrypted is None:
-        return None
-    try:
-        return ctx.envelope.open(user.totp_secret_encrypted, associated_data=str(user.id)).decode()
-    except EnvelopeError:
-        return None  # a row moved between users, or another secret: never a valid code
 
 
 def _new_recovery_code() -> str:

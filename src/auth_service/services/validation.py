@@ -127,12 +127,33 @@ _INDEX_WAIT_SECONDS = 5.0
 """How long a call waits for the revocation index rebuild before answering 503."""
 
 
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    issuer: str
+    audience: tuple[str, ...]
+    allowed_algorithms: tuple[str, ...]
+    leeway: timedelta
+    cache_size: int
+    unknown_kid_reload_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ValidationPolicy:
+        return cls(
+            issuer=settings.issuer,
+            audience=tuple(settings.audience),
+            allowed_algorithms=tuple(settings.allowed_algorithms),
+            leeway=settings.clock_leeway,
+            cache_size=settings.validation_cache_size,
+            unknown_kid_reload_seconds=settings.unknown_kid_reload_seconds,
+        )
+
+
 class TokenValidator:
     def __init__(
         self,
         keyring: KeyRing,
         store: Store,
-        settings: Settings,
+        policy: ValidationPolicy,
         clock: Clock,
         *,
         reload_keys: Callable[[], Awaitable[bool]] | None = None,
@@ -141,12 +162,12 @@ class TokenValidator:
     ) -> None:
         self._keyring = keyring
         self._store = store
-        self._settings = settings
+        self._policy = policy
         self._clock = clock
-        self._leeway = settings.clock_leeway
-        self._cache = SignatureCache(settings.validation_cache_size)
+        self._leeway = policy.leeway
+        self._cache = SignatureCache(policy.cache_size)
         self.kid_reloader = (
-            UnknownKidReloader(reload_keys, clock, settings.unknown_kid_reload_seconds)
+            UnknownKidReloader(reload_keys, clock, policy.unknown_kid_reload_seconds)
             if reload_keys is not None
             else None
         )
@@ -223,16 +244,14 @@ class TokenValidator:
 
     def _verify_new(self, token: str, now: datetime) -> Verified:
         """Header, key, signature; then the static claim checks, whose outcome is kept."""
-        settings = self._settings
-        parsed = parse_token(token, allowed_algorithms=settings.allowed_algorithms)
+        policy = self._policy
+        parsed = parse_token(token, allowed_algorithms=policy.allowed_algorithms)
         check_token_type(parsed.header)
         key = self._usable_key(parsed.header.kid, now)
         claims = verify_parsed(parsed, key.public_key)
         try:
             _check_shape(claims)
-            bounds = check_static_claims(
-                claims, issuer=settings.issuer, audiences=settings.audience
-            )
+            bounds = check_static_claims(claims, issuer=policy.issuer, audiences=policy.audience)
         except TokenRejected as exc:
             return key.kid, claims, exc.reason
         return key.kid, claims, bounds

@@ -29,6 +29,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
 from auth_service.store.base import RateLimitResult, Store, StoreUnavailableError
+from auth_service.store.following import follow_channel
 
 log = logging.getLogger(__name__)
 
@@ -117,28 +118,28 @@ class MirroredStore:
     ) -> None:
         """Run until cancelled: subscribe, (make the index complete,) resync, apply events
         (and watch the marker); on any loss, start over. See the module docstring."""
-        failures = 0
-        while True:
-            try:
-                async with self.inner.subscribe(CHANNEL) as messages:
-                    if before_resync is not None:
-                        await _completing(before_resync)
-                    await self._resync()  # events published meanwhile wait in the subscription
-                    if marker_key is not None and marker_key not in self._entries:
-                        raise StoreUnavailableError("the store lost its index marker meanwhile")
-                    self._current = True
-                    failures = 0
-                    await self._serve(messages, marker_key, watch_seconds)
-            except StoreUnavailableError as exc:
-                log.warning(
-                    "revocation mirror lost the store (%s); reading the store directly", exc
-                )
-            except Exception:
-                log.exception("revocation mirror failed; reading the store directly")
-            finally:
-                self._current = False
-            await asyncio.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)])
-            failures += 1
+
+        async def serve(messages: AsyncIterator[str], healthy: Callable[[], None]) -> None:
+            if before_resync is not None:
+                await _completing(before_resync)
+            await self._resync()  # events published meanwhile wait in the subscription
+            if marker_key is not None and marker_key not in self._entries:
+                raise StoreUnavailableError("the store lost its index marker meanwhile")
+            self._current = True
+            healthy()
+            await self._serve(messages, marker_key, watch_seconds)
+
+        await follow_channel(
+            self.inner,
+            CHANNEL,
+            serve,
+            name="the revocation mirror (reading the store directly meanwhile)",
+            retry_seconds=_RETRY_SECONDS,
+            after_loss=self._lost,
+        )
+
+    def _lost(self) -> None:
+        self._current = False
 
     async def _serve(
         self, messages: AsyncIterator[str], marker_key: str | None, watch_seconds: float

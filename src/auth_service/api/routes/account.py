@@ -6,12 +6,19 @@ never sent before the write it reports. Mails go out after the answer (``Backgro
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
-from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep
+from auth_service.api.deps import (
+    AccessClaimsDep,
+    ClientIpDep,
+    LoginsDep,
+    PasswordsDep,
+    TotpDep,
+    user_id,
+    user_ids,
+)
 from auth_service.api.schemas.account import (
     Accepted,
     MfaLoginRequest,
@@ -27,16 +34,8 @@ from auth_service.api.schemas.account import (
 from auth_service.api.schemas.auth import TokenPairOut
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
-from auth_service.services import passwords, totp
-from auth_service.services.accounts import try_normalize_email
-from auth_service.services.login import login_with_second_factor
-from auth_service.services.mail import send_quietly
 
 router = APIRouter(prefix="/auth", tags=["users and sessions"])
-
-
-def _ids(claims: dict[str, object]) -> tuple[uuid.UUID, uuid.UUID]:
-    return uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
 
 
 @router.post(
@@ -45,11 +44,9 @@ def _ids(claims: dict[str, object]) -> tuple[uuid.UUID, uuid.UUID]:
     responses=error_responses(401, 422, 429, 503, s401=(E.INVALID_MFA_CODE, E.INVALID_MFA_TOKEN)),
 )
 async def login_mfa(
-    body: MfaLoginRequest, request: Request, container: ContainerDep, ip: ClientIpDep
+    body: MfaLoginRequest, request: Request, logins: LoginsDep, ip: ClientIpDep
 ) -> TokenPairOut:
-    pair = await login_with_second_factor(
-        container.sessions,
-        container.totp,
+    pair = await logins.with_second_factor(
         mfa_token=body.mfa_token,
         code=body.code,
         ip=ip,
@@ -73,14 +70,11 @@ async def login_mfa(
     ),
 )
 async def totp_setup(
-    body: TotpSetupRequest, claims: AccessClaimsDep, container: ContainerDep
+    body: TotpSetupRequest, claims: AccessClaimsDep, totp: TotpDep
 ) -> TotpSetupOut:
     """A fresh secret and its ``otpauth://`` URI (for a QR code); inactive until confirmed.
     The current password is required: a stolen access token alone cannot enrol."""
-    user_id, _ = _ids(claims)
-    setup = await totp.begin_setup(
-        container.totp, container.sessions, user_id=user_id, password=body.password
-    )
+    setup = await totp.begin_setup(user_id=user_id(claims), password=body.password)
     return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.otpauth_uri)
 
 
@@ -92,22 +86,14 @@ async def totp_setup(
     ),
 )
 async def totp_confirm(
-    body: TotpCode, claims: AccessClaimsDep, container: ContainerDep, background: BackgroundTasks
+    body: TotpCode, claims: AccessClaimsDep, totp: TotpDep, background: BackgroundTasks
 ) -> RecoveryCodesOut:
     """Turn TOTP on with a current code; the 10 recovery codes are shown this once. The
     user's other sessions are signed out and the user is mailed."""
-    user_id, session_id = _ids(claims)
-    user, codes = await totp.confirm_setup(
-        container.totp,
-        container.sessions,
-        user_id=user_id,
-        session_id=session_id,
-        code=body.code.strip(),
-    )
-    background.add_task(
-        send_quietly, container.mailer, totp.change_notice(user.email, enabled=True)
-    )
-    return RecoveryCodesOut(recovery_codes=codes)
+    user_id, session_id = user_ids(claims)
+    enabled = await totp.confirm_setup(user_id=user_id, session_id=session_id, code=body.code)
+    background.add_task(enabled.notify)
+    return RecoveryCodesOut(recovery_codes=enabled.recovery_codes)
 
 
 @router.post(
@@ -128,21 +114,14 @@ async def totp_confirm(
 async def totp_disable(
     body: TotpDisableRequest,
     claims: AccessClaimsDep,
-    container: ContainerDep,
+    totp: TotpDep,
     background: BackgroundTasks,
 ) -> Response:
-    user_id, session_id = _ids(claims)
-    user = await totp.disable(
-        container.totp,
-        container.sessions,
-        user_id=user_id,
-        session_id=session_id,
-        password=body.password,
-        code=body.code.strip(),
+    user_id, session_id = user_ids(claims)
+    notify = await totp.disable(
+        user_id=user_id, session_id=session_id, password=body.password, code=body.code
     )
-    background.add_task(
-        send_quietly, container.mailer, totp.change_notice(user.email, enabled=False)
-    )
+    background.add_task(notify)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -161,12 +140,11 @@ async def totp_disable(
     ),
 )
 async def password_change(
-    body: PasswordChangeRequest, claims: AccessClaimsDep, container: ContainerDep
+    body: PasswordChangeRequest, claims: AccessClaimsDep, passwords: PasswordsDep
 ) -> Response:
     """Needs the current password; every other session of the user is revoked."""
-    user_id, session_id = _ids(claims)
-    await passwords.change_password(
-        container.sessions,
+    user_id, session_id = user_ids(claims)
+    await passwords.change(
         user_id=user_id,
         session_id=session_id,
         current_password=body.current_password,
@@ -184,21 +162,14 @@ async def password_change(
 async def password_forgot(
     body: PasswordForgotRequest,
     background: BackgroundTasks,
-    container: ContainerDep,
+    passwords: PasswordsDep,
     ip: ClientIpDep,
 ) -> Accepted:
     """Always 202 with the same body: the account is looked up, and mailed, only after the
     answer has been sent, so neither the answer nor its timing tells whether it exists."""
-    email = try_normalize_email(body.email)
-    await passwords.limit_reset_requests(container.sessions, email=email or "-", ip=ip)
-    if email is not None:
-        background.add_task(
-            passwords.request_reset,
-            container.sessions,
-            container.mailer,
-            email=email,
-            link_base=container.settings.password_reset_url,
-        )
+    follow_up = await passwords.forgot(email=body.email, ip=ip)
+    if follow_up is not None:
+        background.add_task(follow_up)
     return Accepted()
 
 
@@ -210,9 +181,7 @@ async def password_forgot(
         400, 422, 503, s400=(E.INVALID_RESET_TOKEN,), s422=(E.WEAK_PASSWORD,), s503=HASHING_503
     ),
 )
-async def password_reset(body: PasswordResetRequest, container: ContainerDep) -> Response:
+async def password_reset(body: PasswordResetRequest, passwords: PasswordsDep) -> Response:
     """Sets the new password, burns every outstanding reset token, revokes every session."""
-    await passwords.reset_password(
-        container.sessions, token=body.token, new_password=body.new_password
-    )
+    await passwords.reset(token=body.token, new_password=body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

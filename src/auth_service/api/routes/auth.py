@@ -11,7 +11,14 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Request, Response, status
 
-from auth_service.api.deps import AccessClaimsDep, ClientIpDep, ContainerDep
+from auth_service.api.deps import (
+    AccessClaimsDep,
+    AccountsDep,
+    ClientIpDep,
+    LoginsDep,
+    SessionsDep,
+    user_id,
+)
 from auth_service.api.schemas.account import MfaChallengeOut
 from auth_service.api.schemas.auth import (
     LoginRequest,
@@ -26,9 +33,8 @@ from auth_service.api.schemas.auth import (
 )
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
-from auth_service.errors import NotFoundError
-from auth_service.services import accounts, sessions
-from auth_service.services.login import MfaChallenge, login_with_password
+from auth_service.services.login import MfaChallenge
+from auth_service.services.sessions import TokenPair
 
 router = APIRouter(prefix="/auth", tags=["users and sessions"])
 
@@ -36,7 +42,7 @@ _401 = error_responses(401)
 _422 = error_responses(422)
 
 
-def _pair_out(pair: sessions.TokenPair) -> TokenPairOut:
+def _pair_out(pair: TokenPair) -> TokenPairOut:
     return TokenPairOut(**asdict(pair))
 
 
@@ -58,10 +64,8 @@ def _pair_out(pair: sessions.TokenPair) -> TokenPairOut:
         ),
     },
 )
-async def register(body: UserCreate, container: ContainerDep, ip: ClientIpDep) -> UserCreated:
-    user = await accounts.register(
-        container.sessions, email=body.email, password=body.password, ip=ip
-    )
+async def register(body: UserCreate, accounts: AccountsDep, ip: ClientIpDep) -> UserCreated:
+    user = await accounts.register(email=body.email, password=body.password, ip=ip)
     return UserCreated(id=user.id, email=user.email, created_at=user.created_at)
 
 
@@ -80,11 +84,10 @@ async def register(body: UserCreate, container: ContainerDep, ip: ClientIpDep) -
     ),
 )
 async def login(
-    body: LoginRequest, request: Request, container: ContainerDep, ip: ClientIpDep
+    body: LoginRequest, request: Request, logins: LoginsDep, ip: ClientIpDep
 ) -> TokenPairOut | MfaChallengeOut:
     """A token pair, or for a user with TOTP on ``{mfa_required, mfa_token, expires_in}``."""
-    pair = await login_with_password(
-        container.sessions,
+    pair = await logins.with_password(
         email=body.email,
         password=body.password,
         ip=ip,
@@ -100,8 +103,8 @@ async def login(
     response_model=TokenPairOut,
     responses=error_responses(401, 422, s401=(E.INVALID_REFRESH_TOKEN, E.REFRESH_TOKEN_REUSED)),
 )
-async def refresh(body: RefreshRequest, container: ContainerDep) -> TokenPairOut:
-    return _pair_out(await sessions.refresh(container.sessions, body.refresh_token))
+async def refresh(body: RefreshRequest, sessions: SessionsDep) -> TokenPairOut:
+    return _pair_out(await sessions.refresh(body.refresh_token))
 
 
 @router.post(
@@ -112,26 +115,24 @@ async def refresh(body: RefreshRequest, container: ContainerDep) -> TokenPairOut
 )
 async def logout(
     claims: AccessClaimsDep,
-    container: ContainerDep,
+    sessions: SessionsDep,
     body: LogoutRequest | None = None,
 ) -> Response:
-    await sessions.logout(container.sessions, claims=claims)
+    await sessions.logout(claims=claims)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
     "/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=_401
 )
-async def logout_all(claims: AccessClaimsDep, container: ContainerDep) -> Response:
-    await sessions.logout_all(container.sessions, user_id=uuid.UUID(claims["sub"]))
+async def logout_all(claims: AccessClaimsDep, sessions: SessionsDep) -> Response:
+    await sessions.logout_all(user_id=user_id(claims))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me", response_model=UserMe, responses=_401)
-async def me(claims: AccessClaimsDep, container: ContainerDep) -> UserMe:
-    user = await accounts.get_user(container.sessions, uuid.UUID(claims["sub"]))
-    if user is None:
-        raise NotFoundError("No such user.")
+async def me(claims: AccessClaimsDep, accounts: AccountsDep) -> UserMe:
+    user = await accounts.me(user_id(claims))
     return UserMe(
         id=user.id,
         email=user.email,
@@ -142,8 +143,8 @@ async def me(claims: AccessClaimsDep, container: ContainerDep) -> UserMe:
 
 
 @router.get("/sessions", response_model=SessionList, responses=_401)
-async def list_sessions(claims: AccessClaimsDep, container: ContainerDep) -> SessionList:
-    rows = await sessions.list_sessions(container.sessions, user_id=uuid.UUID(claims["sub"]))
+async def list_sessions(claims: AccessClaimsDep, sessions: SessionsDep) -> SessionList:
+    rows = await sessions.live(user_id=user_id(claims))
     return SessionList(
         sessions=[
             SessionOut(
@@ -166,9 +167,7 @@ async def list_sessions(claims: AccessClaimsDep, container: ContainerDep) -> Ses
     responses={**_401, **error_responses(404)},
 )
 async def delete_session(
-    session_id: uuid.UUID, claims: AccessClaimsDep, container: ContainerDep
+    session_id: uuid.UUID, claims: AccessClaimsDep, sessions: SessionsDep
 ) -> Response:
-    await sessions.delete_session(
-        container.sessions, user_id=uuid.UUID(claims["sub"]), session_id=session_id
-    )
+    await sessions.delete(user_id=user_id(claims), session_id=session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -25,9 +25,8 @@ from auth_service.api.schemas.validation import (
     ValidateRequest,
     ValidateResult,
 )
-from auth_service.container import Container
 from auth_service.errors import ErrorCode as E
-from auth_service.services.validation import Verdict
+from auth_service.services.validation import TokenValidator, Verdict
 
 router = APIRouter(prefix="/validate", tags=["validation"])
 
@@ -60,14 +59,14 @@ def _declared_json(request: Request) -> bool:
     )
 
 
-async def _authenticated_body(request: Request, model: type[Body]) -> tuple[Container, Body]:
+async def _authenticated_body(request: Request, model: type[Body]) -> tuple[TokenValidator, Body]:
     """The client is authenticated before the body is looked at (401 before 422)."""
     container = container_of(request)
     await get_client_id(request, container)
     if not _declared_json(request):
         raise RequestValidationError([{"type": "content_type", "loc": ("body",), "msg": _NOT_JSON}])
     try:
-        return container, model.model_validate_json(await request.body())
+        return container.validator, model.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from exc
 
@@ -84,14 +83,14 @@ def _json(payload: dict[str, Any]) -> Response:
 
 async def validate(request: Request) -> Response:
     """Check one access token: `valid: true` with its claims, or `valid: false` and why."""
-    container, body = await _authenticated_body(request, ValidateRequest)
-    return _json(_result(await container.validator.validate(body.token)))
+    validator, body = await _authenticated_body(request, ValidateRequest)
+    return _json(_result(await validator.validate(body.token)))
 
 
 async def validate_batch(request: Request) -> Response:
     """Check 1 to 100 access tokens at once; the results are in the order asked."""
-    container, body = await _authenticated_body(request, BatchRequest)
-    verdicts = await container.validator.validate_many(body.tokens)
+    validator, body = await _authenticated_body(request, BatchRequest)
+    verdicts = await validator.validate_many(body.tokens)
     return _json({"results": [_result(verdict) for verdict in verdicts]})
 
 
