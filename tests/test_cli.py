@@ -14,7 +14,8 @@ import pytest
 from auth_service.cli import ensure_dev_secret, main
 from auth_service.errors import ConfigurationError
 from auth_service.settings import Settings
-from tests.conftest import TEST_SECRET, Service
+from tests.support.backends import TEST_SECRET
+from tests.support.service import Service
 
 
 @pytest.fixture(autouse=True)
@@ -280,7 +281,7 @@ async def test_users_disable_and_enable(
 ) -> None:
     import asyncio
 
-    from tests.api.helpers import register_and_login
+    from tests.support.http import register_and_login
 
     user = await register_and_login(service, "carol@example.com")
     _cli_environment(service, monkeypatch)

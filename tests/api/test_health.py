@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from auth_service.services.keyring import KeySnapshot
-from tests.conftest import Service
+from tests.support.service import Service
 
 
 async def test_live(service: Service) -> None:

@@ -31,7 +31,7 @@ from auth_service.services.passwords import change_password
 from auth_service.services.revocation import disabled_key, revoked_after_key
 from auth_service.services.sessions import SessionContext, TokenPair
 from auth_service.store import Store
-from tests.conftest import started
+from tests.support.service import started
 
 EMAIL = "Jane.Doe@Example.COM"
 STORED = "jane.doe@example.com"
