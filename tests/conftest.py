@@ -5,75 +5,46 @@ template) and the in-process store. ``AUTH_TEST_BACKEND=postgres``: one fresh Po
 database per run (migrated once, truncated after each test) and Redis with a unique key
 prefix per test. Outside CI an absent server skips those tests with a clear message; with
 ``CI=true`` they fail instead.
+
+``shared_service`` is one started app per module, on a database and a store prefix of its
+own, for tests that only read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import redis
+import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import FastAPI
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from auth_service.app import create_app
 from auth_service.clock import FrozenClock
 from auth_service.container import Container, build_container
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.db.base import Base
 from auth_service.db.migrate import upgrade_to_head
 from auth_service.settings import Settings
-from auth_service.store import MemoryStore, RedisStore, Store
-
-BACKEND = os.environ.get("AUTH_TEST_BACKEND", "embedded")
-IN_CI = os.environ.get("CI") == "true"
-PG_ADMIN_URL = os.environ.get(
-    "AUTH_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+from auth_service.store import Store
+from tests.support.backends import (
+    PG_ADMIN_URL,
+    drop_prefix,
+    is_postgres,
+    new_prefix,
+    open_store,
+    own_database,
+    pg_execute,
+    unavailable,
+    with_database,
 )
-REDIS_URL = os.environ.get("AUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TEST_SECRET = (
-    "CrGxGwGp0OprGiSvLLphjIdBjqNs44ZegJKbuNw21URTQCMmRBJm9t03Kqx7RHfnVnaXjhSY42mWDG2HR3-mMg"
-)
-START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-def unavailable(message: str) -> None:
-    """Skip outside CI; in CI a test that needs a server fails."""
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: tests that need it fail instead of skipping)")
-    pytest.skip(message)
-
-
-def is_postgres() -> bool:
-    return BACKEND == "postgres"
-
-
-async def _pg_execute(url: str, *statements: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-def _with_database(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + name
+from tests.support.clocks import START
+from tests.support.service import Service, started
+from tests.support.settings import suite_settings
 
 
 @pytest.fixture(scope="session")
@@ -92,17 +63,17 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         yield url
         return
     try:
-        asyncio.run(_pg_execute(PG_ADMIN_URL, "SELECT 1"))
+        asyncio.run(pg_execute(PG_ADMIN_URL, "SELECT 1"))
     except Exception as exc:
         unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
     name = f"auth_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_execute(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
-    url = _with_database(PG_ADMIN_URL, name)
+    asyncio.run(pg_execute(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+    url = with_database(PG_ADMIN_URL, name)
     try:
         upgrade_to_head(url)
         yield url
     finally:
-        asyncio.run(_pg_execute(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_execute(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -115,39 +86,22 @@ async def database_url(migrated_database: str, tmp_path: Path) -> AsyncIterator[
         return
     yield migrated_database
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    await _pg_execute(migrated_database, f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    await pg_execute(migrated_database, f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 
 
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
-    prefix = f"authtest:{uuid.uuid4().hex[:12]}:"
+    prefix = new_prefix()
     yield prefix
-    if is_postgres():
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}*"))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+    drop_prefix(prefix)
 
 
 @pytest.fixture
 async def store(redis_prefix: str) -> AsyncIterator[Store]:
     """The store of the backend under test (closed after the test)."""
-    if not is_postgres():
-        memory = MemoryStore(prefix=redis_prefix)
-        yield memory
-        await memory.close()
-        return
-    candidate = RedisStore.from_url(REDIS_URL, prefix=redis_prefix)
-    try:
-        await candidate.ping()
-    except Exception as exc:
-        await candidate.close()
-        unavailable(f"Redis not reachable at {REDIS_URL}: {type(exc).__name__}")
-    yield candidate
-    await candidate.close()
+    opened = await open_store(redis_prefix)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture
@@ -158,25 +112,7 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def make_settings(database_url: str, redis_prefix: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "environment": "development",
-            "database_url": database_url,
-            "redis_url": REDIS_URL if is_postgres() else None,
-            "redis_key_prefix": redis_prefix,
-            "issuer": "https://auth.example.test",
-            "audience": ["api.example.test"],
-            "key_encryption_secret": TEST_SECRET,
-            "scheduler_enabled": False,
-            "password_hash_memory_kib": 8,  # cheap argon2id: tests, not production
-            "password_hash_time_cost": 1,
-            # Every client of the suite shares one IP: per-IP limits are lifted unless a test
-            # sets them (each attack test of a limit sets its own).
-            "login_ip_limit": 10_000,
-            "register_ip_limit": 10_000,
-            "client_auth_failure_limit": 10_000,
-        }
-        values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return suite_settings(database_url, redis_prefix, **overrides)
 
     return make
 
@@ -205,25 +141,6 @@ def make_container(
     return make
 
 
-@dataclass
-class Service:
-    app: FastAPI
-    container: Container
-    client: httpx.AsyncClient
-
-
-@asynccontextmanager
-async def started(container: Container) -> AsyncIterator[Service]:
-    """``container`` as a started app (lifespan run) with an in-process HTTP client."""
-    app = create_app(container=container)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
-        yield Service(app=app, container=container, client=client)
-
-
 @pytest.fixture
 async def service(make_container: Callable[..., Container]) -> AsyncIterator[Service]:
     """A started app (lifespan run) and an HTTP client speaking to it in-process."""
@@ -231,10 +148,39 @@ async def service(make_container: Callable[..., Container]) -> AsyncIterator[Ser
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_service(
+    migrated_database: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    key_pool: list[rsa.RSAPrivateKey],
+) -> AsyncIterator[Service]:
+    """Like ``service``, but one per module, on its own database and store prefix (nothing
+    leaks into other modules), with its own frozen clock. Only for tests that neither write
+    to the database or the store nor move the clock. They run in the module's event loop:
+    ``pytestmark = pytest.mark.asyncio(loop_scope="module")``."""
+    prefix = new_prefix()
+    keys = itertools.cycle(key_pool)
+    async with own_database(migrated_database, tmp_path_factory.mktemp("shared")) as url:
+        store = await open_store(prefix)
+        try:
+            container = build_container(
+                suite_settings(url, prefix),
+                clock=FrozenClock(START),
+                store=store,
+                key_generator=lambda _bits: next(keys),
+            )
+            async with started(container) as running:
+                yield running
+        finally:
+            await store.close()
+            drop_prefix(prefix)
+
+
+@pytest.fixture(scope="session")
 def fresh_keys() -> list[rsa.RSAPrivateKey]:
-    """Keys for tests that rotate: drawn without repeats (a repeated key would collide on its
-    kid), so each module gets its own."""
+    """Keys for tests that rotate: each test draws them in order and without repeats (a
+    repeated key would collide on its kid); each test has its own database, so the keys are
+    made once per run."""
     return [generate_rsa_key(2048) for _ in range(9)]
 
 
@@ -253,16 +199,6 @@ async def rot(
 
     async with started(make_container(key_generator=generate)) as running:
         yield running
-
-
-class Ticks:
-    """A hand-moved monotonic time source (for parts that take ``time_source``)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

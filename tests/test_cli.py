@@ -14,7 +14,8 @@ import pytest
 from auth_service.cli import ensure_dev_secret, main
 from auth_service.errors import ConfigurationError
 from auth_service.settings import Settings
-from tests.conftest import TEST_SECRET, Service
+from tests.support.backends import TEST_SECRET
+from tests.support.service import Service
 
 
 @pytest.fixture(autouse=True)
@@ -273,7 +274,9 @@ async def test_clients_list_and_delete(
     assert capsys.readouterr().out.strip() == "no clients"
     for name in ("billing", "search"):
         assert await asyncio.to_thread(main, ["clients", "create", name]) == 0
-    ids = [line.split("=", 1)[1] for line in capsys.readouterr().out.split() if "client_id=" in line]
+    ids = [
+        line.split("=", 1)[1] for line in capsys.readouterr().out.split() if "client_id=" in line
+    ]
     assert await asyncio.to_thread(main, ["clients", "list"]) == 0
     listed = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
     assert [(row[0], row[-1]) for row in listed] == [(ids[0], "billing"), (ids[1], "search")]
@@ -302,7 +305,7 @@ async def test_users_disable_and_enable(
 ) -> None:
     import asyncio
 
-    from tests.api.helpers import register_and_login
+    from tests.support.http import register_and_login
 
     user = await register_and_login(service, "carol@example.com")
     _cli_environment(service, monkeypatch)

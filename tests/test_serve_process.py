@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, TEST_SECRET, is_postgres
+from tests.support.backends import REDIS_URL, TEST_SECRET, is_postgres
 
 BIN = Path(sys.executable).parent / "auth-service"
 

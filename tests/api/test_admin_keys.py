@@ -10,15 +10,9 @@ import pytest
 from auth_service.clock import FrozenClock
 from auth_service.services.keys import KEYS_LOCK
 from auth_service.store.base import StoreUnavailableError
-from tests.conftest import Service
-from tests.services.rotation_support import (
-    admin_headers,
-    client_headers,
-    jwks_kids,
-    register_and_login,
-    statuses,
-    verdict,
-)
+from tests.support.http import client_headers, register_and_login
+from tests.support.rotation import admin_headers, jwks_kids, statuses, verdict
+from tests.support.service import Service
 
 PUBLISHED = timedelta(seconds=360)  # JWKS max-age 300 + key-cache refresh 60
 

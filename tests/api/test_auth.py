@@ -12,8 +12,8 @@ from auth_service.app import create_app
 from auth_service.container import Container
 from auth_service.db.models import User
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD, client_headers, register_and_login, validate
-from tests.conftest import Service
+from tests.support.http import PASSWORD, client_headers, register_and_login, validate
+from tests.support.service import Service
 
 
 async def test_register_normalises_the_email(service: Service) -> None:

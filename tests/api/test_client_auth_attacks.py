@@ -20,7 +20,9 @@ from auth_service.crypto.passwords import PasswordHasher
 from auth_service.services.client_auth import id_failure_key, ip_failure_key
 from auth_service.services.limits import ip_group
 from auth_service.settings import Settings
-from tests.conftest import Service, started
+from tests.support.clients import DatabaseDown, DatabaseRefused
+from tests.support.http import VALIDATE_PATHS, body_with_token, client_headers
+from tests.support.service import Service, started
 
 LIMIT = 3
 ATTACKER = "203.0.113.66"
@@ -177,3 +179,38 @@ async def test_addresses_of_one_ipv6_64_share_one_counter(world: World) -> None:
         [ip_failure_key("2001:db8:1:2::/64"), ip_failure_key("2001:db8:1:3::/64")]
     )
     assert (shared, other) == (str(LIMIT + 1), "1")
+
+
+# -- the database failing, and client ids outside the issued charset -------------------------
+
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+@pytest.mark.parametrize("down", [DatabaseDown, DatabaseRefused])
+async def test_a_database_outage_in_client_auth_is_503_not_500(
+    service: Service, monkeypatch: pytest.MonkeyPatch, down: type
+) -> None:
+    """The database failing during client authentication is 503, as a store outage is
+    (it was an unhandled 500)."""
+    headers = await client_headers(service)
+    monkeypatch.setattr(service.container.clients._authenticator, "_sessionmaker", down)
+    response = await service.client.post("/validate", json={"token": "x"}, headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "service_unavailable"
+    assert response.headers["retry-after"] == "1"
+    assert "5432" not in response.text and "SELECT" not in response.text
+
+
+@pytest.mark.parametrize("client_id", ["svc_x%00", "%00", "svc_" + "%00" * 8])
+async def test_a_nul_in_the_client_id_is_401_not_500(service: Service, client_id: str) -> None:
+    """A NUL in the Basic client id used to reach the primary-key lookup, which PostgreSQL
+    refuses: an unauthenticated 500 with a logged trace. Ids outside the issued charset are
+    refused before any lookup."""
+    for path in VALIDATE_PATHS:
+        response = await service.client.post(
+            path, content=body_with_token(path, b'"x"'), headers=_basic(client_id, "secret")
+        )
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "invalid_client"

@@ -28,7 +28,7 @@ from auth_service.app import create_app
 from auth_service.container import Container
 from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import PasswordResetToken, User
-from tests.api.helpers import PASSWORD
+from tests.support.http import PASSWORD
 
 COMMIT_DELAY = 0.3
 

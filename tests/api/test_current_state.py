@@ -12,9 +12,9 @@ from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.db.models import User
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD, client_headers, register_and_login, validate
-from tests.api.mfa_helpers import assert_error, code_at, enable_totp
-from tests.conftest import Service, started
+from tests.support.http import PASSWORD, client_headers, register_and_login, validate
+from tests.support.mfa import assert_error, code_at, enable_totp
+from tests.support.service import Service, started
 
 
 async def _set_roles(container: Container, user_id: str, roles: list[str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, EmailStr, Field
 
 from auth_service.errors import ErrorCode, RateLimitedError, UnauthorizedError
-from tests.conftest import Service
+from tests.support.service import Service
 
 SECRET_IN_EXCEPTION = "postgresql://admin:hunter2@db/prod SELECT * FROM users"
 

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from auth_service.services.health import Health
 from auth_service.services.keyring import KeySnapshot
-from tests.conftest import Service
+from tests.support.service import Service
 
 
 async def test_live(service: Service) -> None:

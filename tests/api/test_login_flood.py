@@ -14,8 +14,8 @@ import pytest
 
 from auth_service.container import Container
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD
-from tests.conftest import started
+from tests.support.http import PASSWORD
+from tests.support.service import started
 
 EMAIL = "victim@example.com"
 SPELLINGS = [  # the same address: case, spaces, fullwidth letters, ideographic full stops

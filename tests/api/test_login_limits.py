@@ -11,7 +11,7 @@ import pytest
 from auth_service.app import create_app
 from auth_service.container import Container
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD
+from tests.support.http import PASSWORD
 
 WRONG = {"email": "alice@example.com", "password": "a wrong password guess"}
 RIGHT = {"email": "alice@example.com", "password": PASSWORD}

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from auth_service.clock import FrozenClock
 from auth_service.db.models import User
-from tests.api.helpers import PASSWORD, client_headers, register_and_login, validate
-from tests.api.mfa_helpers import (
+from tests.support.http import PASSWORD, client_headers, register_and_login, validate
+from tests.support.mfa import (
     RECOVERY_FORMAT,
     TOKEN_PAIR_KEYS,
     assert_error,
@@ -24,7 +24,7 @@ from tests.api.mfa_helpers import (
     raw_rows,
     second_step,
 )
-from tests.conftest import Service
+from tests.support.service import Service
 
 
 async def test_setup_confirm_login_and_second_step(service: Service, clock: FrozenClock) -> None:

@@ -17,8 +17,9 @@ from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.settings import Settings
 from auth_service.store import MemoryStore, Store
-from tests.api.helpers import PASSWORD, register_and_login
-from tests.api.mfa_helpers import (
+from tests.support.backends import REDIS_URL, is_postgres
+from tests.support.http import PASSWORD, register_and_login
+from tests.support.mfa import (
     TOKEN_PAIR_KEYS,
     assert_error,
     bearer,
@@ -34,7 +35,7 @@ from tests.api.mfa_helpers import (
     second_step,
     wrong_code,
 )
-from tests.conftest import REDIS_URL, Service, is_postgres, started
+from tests.support.service import Service, started
 
 
 async def test_the_mfa_token_is_single_use(service: Service, clock: FrozenClock) -> None:

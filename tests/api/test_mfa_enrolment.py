@@ -12,9 +12,9 @@ import pytest
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD, mails, register_and_login
-from tests.api.mfa_helpers import assert_error, code_at, enable_totp
-from tests.conftest import Service, started
+from tests.support.http import PASSWORD, mails, register_and_login
+from tests.support.mfa import assert_error, code_at, enable_totp
+from tests.support.service import Service, started
 
 SETUP = "/auth/mfa/totp/setup"
 

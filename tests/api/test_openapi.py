@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import Service
+from tests.support.service import Service
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 

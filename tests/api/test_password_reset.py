@@ -16,7 +16,7 @@ import pytest
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.settings import Settings
-from tests.api.helpers import (
+from tests.support.http import (
     PASSWORD,
     LoggedIn,
     client_headers,
@@ -24,7 +24,7 @@ from tests.api.helpers import (
     register_and_login,
     validate,
 )
-from tests.api.mfa_helpers import (
+from tests.support.mfa import (
     assert_error,
     bearer,
     code_at,
@@ -34,7 +34,7 @@ from tests.api.mfa_helpers import (
     raw_rows,
     second_step,
 )
-from tests.conftest import Service, started
+from tests.support.service import Service, started
 
 NEW_PASSWORD = "a brand new passphrase for alice"
 RESET_URL = "https://app.example.test/reset-password"

@@ -3,6 +3,9 @@ ALL hold" and fails if that defence is removed.
 
 Forged tokens are built by hand (base64url JSON segments, RS256 signed with ``cryptography``),
 starting from the claims of a real login, so a rejection is due to the one thing changed.
+
+The attacks only read, so they share one app and one login per module (``world``); the few
+that move the clock or count failed client logins get their own (``fresh_world``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import jwt
 import pytest
+import pytest_asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -25,11 +29,15 @@ from cryptography.x509.oid import NameOID
 
 from auth_service.clock import FrozenClock
 from auth_service.crypto.jwk import public_jwk_members, thumbprint
-from tests.api.helpers import LoggedIn, client_headers, register_and_login, validate
-from tests.conftest import START, Service
+from tests.support.clocks import START
+from tests.support.http import LoggedIn, client_headers, register_and_login, validate
+from tests.support.service import Service
 
 ISSUER = "https://auth.example.test"
 AUDIENCE = "api.example.test"
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+FRESH = pytest.mark.asyncio(loop_scope="function")  # for tests on ``fresh_world``
 
 
 def b64(raw: bytes) -> str:
@@ -76,8 +84,7 @@ class World:
         return str(body["error"])
 
 
-@pytest.fixture
-async def world(service: Service) -> World:
+async def _world(service: Service) -> World:
     user = await register_and_login(service)
     token = user.pair["access_token"]
     signing = service.container.keyring.signing
@@ -91,6 +98,18 @@ async def world(service: Service) -> World:
         kid=signing.kid,
         key=signing.private_key,
     )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(shared_service: Service) -> World:
+    """One login and one client for the module's read-only attacks."""
+    return await _world(shared_service)
+
+
+@pytest.fixture
+async def fresh_world(service: Service) -> World:
+    """A world of its own, for a test that moves the clock or writes to the store."""
+    return await _world(service)
 
 
 async def test_a_genuine_token_is_valid_with_the_contract_claims_and_header(world: World) -> None:
@@ -223,27 +242,37 @@ async def test_a_token_without_typ_at_jwt_is_the_wrong_type(world: World, typ: A
     assert await world.reason(forge(header, world.claims, world.key)) == "wrong_token_type"
 
 
-async def test_expiry_holds_up_to_the_leeway_boundary(world: World, clock: FrozenClock) -> None:
+@FRESH
+async def test_expiry_holds_up_to_the_leeway_boundary(
+    fresh_world: World, clock: FrozenClock
+) -> None:
     clock.advance(900 + 9)  # exp + 9 s
-    assert (await world.check(world.token))["valid"] is True
+    assert (await fresh_world.check(fresh_world.token))["valid"] is True
     clock.advance(1)  # exp + 10 s: the leeway is spent
-    assert await world.reason(world.token) == "expired"
+    assert await fresh_world.reason(fresh_world.token) == "expired"
 
 
+@FRESH
 @pytest.mark.parametrize(("ahead", "valid"), [(10, True), (11, False)])
 async def test_nbf_in_the_future_is_tolerated_only_within_the_leeway(
-    world: World, clock: FrozenClock, ahead: int, valid: bool
+    fresh_world: World, clock: FrozenClock, ahead: int, valid: bool
 ) -> None:
     now = int(clock.now().timestamp())
-    body = await world.check(world.sign({**world.claims, "nbf": now + ahead}))
+    body = await fresh_world.check(fresh_world.sign({**fresh_world.claims, "nbf": now + ahead}))
     assert body["valid"] is valid
     if not valid:
         assert body["error"] == "not_yet_valid"
 
 
-async def test_iat_beyond_the_leeway_is_not_yet_valid(world: World, clock: FrozenClock) -> None:
+@FRESH
+async def test_iat_beyond_the_leeway_is_not_yet_valid(
+    fresh_world: World, clock: FrozenClock
+) -> None:
     now = int(clock.now().timestamp())
-    assert await world.reason(world.sign({**world.claims, "iat": now + 11})) == "not_yet_valid"
+    assert (
+        await fresh_world.reason(fresh_world.sign({**fresh_world.claims, "iat": now + 11}))
+        == "not_yet_valid"
+    )
 
 
 @pytest.mark.parametrize(
@@ -337,9 +366,10 @@ def _basic(raw: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(raw.encode()).decode()}
 
 
-async def test_validate_requires_an_authenticated_client(world: World) -> None:
+@FRESH
+async def test_validate_requires_an_authenticated_client(fresh_world: World) -> None:
     client_id, _, _secret = (
-        base64.b64decode(world.headers["Authorization"][6:]).decode().partition(":")
+        base64.b64decode(fresh_world.headers["Authorization"][6:]).decode().partition(":")
     )
     attempts: dict[str, dict[str, str]] = {
         "none": {},
@@ -347,15 +377,15 @@ async def test_validate_requires_an_authenticated_client(world: World) -> None:
         "unknown client": _basic(f"unknown-{secrets.token_hex(8)}:{_secret}"),
         "malformed base64": {"Authorization": "Basic %%%not-base64%%%"},
         "no colon": _basic(client_id),
-        "user bearer": world.user.bearer,
+        "user bearer": fresh_world.user.bearer,
     }
     for name, headers in attempts.items():
         for path, body in (
-            ("/validate", {"token": world.token}),
-            ("/validate/batch", {"tokens": [world.token]}),
+            ("/validate", {"token": fresh_world.token}),
+            ("/validate/batch", {"tokens": [fresh_world.token]}),
         ):
-            response = await world.service.client.post(path, json=body, headers=headers)
+            response = await fresh_world.service.client.post(path, json=body, headers=headers)
             assert response.status_code == 401, (name, path)
             assert response.json()["error"] == "invalid_client", (name, path)
             assert response.headers["www-authenticate"].startswith("Basic"), (name, path)
-            assert world.token not in response.text and _secret not in response.text
+            assert fresh_world.token not in response.text and _secret not in response.text

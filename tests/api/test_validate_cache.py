@@ -12,10 +12,11 @@ import pytest
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
+from auth_service.crypto.jwt import verify_parsed
 from auth_service.services import validation
 from auth_service.settings import Settings
-from tests.api.helpers import client_headers, register_and_login, validate
-from tests.conftest import Service, started
+from tests.support.http import client_headers, register_and_login, validate
+from tests.support.service import Service, started
 
 LEEWAY = 10  # the default AUTH_CLOCK_LEEWAY_SECONDS
 
@@ -110,3 +111,36 @@ async def test_with_the_cache_off_every_call_verifies_the_signature(
         forged = _signed(service, {"iss": "x"})
         assert await _verdicts(service, forged, headers, 2) == ["malformed"] * 2
     assert len(verifications) == 5
+
+
+async def test_a_variant_of_a_cached_token_is_verified_afresh_and_refused(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def counting(parsed: Any, key: Any) -> dict[str, Any]:
+        calls.append(parsed.header.kid)
+        return verify_parsed(parsed, key)
+
+    monkeypatch.setattr(validation, "verify_parsed", counting)
+    user = await register_and_login(service)
+    headers = await client_headers(service)
+    token = user.pair["access_token"]
+    assert (await validate(service, token, headers))["valid"] is True
+    head, payload, signature = token.split(".")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    forged = jwt.encode({**claims, "roles": ["admin"]}, "k" * 32, algorithm="HS256")
+    variants = {
+        f"{head}.{payload}.{signature[:10]}{'B' if signature[10] == 'A' else 'A'}{signature[11:]}": (
+            "invalid_signature"
+        ),
+        f"{head}.{forged.split('.')[1]}.{signature}": "invalid_signature",
+        f" {token}": "malformed",
+        f"{token}.": "malformed",
+        f"{head}.{payload}.{signature}=": "malformed",
+    }
+    for variant, reason in variants.items():
+        for _ in range(2):
+            assert await validate(service, variant, headers) == {"valid": False, "error": reason}
+    assert (await validate(service, token, headers))["valid"] is True
+    assert len(calls) == 1 + 2 * 2  # the cached genuine token once; each bad signature twice

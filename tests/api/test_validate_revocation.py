@@ -16,7 +16,8 @@ from auth_service.container import Container, start, stop
 from auth_service.services.keyring import KeySnapshot
 from auth_service.services.revocation import mark_disabled
 from auth_service.store import RedisStore, Store
-from tests.api.helpers import (
+from tests.support.backends import REDIS_URL, is_postgres
+from tests.support.http import (
     PASSWORD,
     LoggedIn,
     client_headers,
@@ -24,8 +25,8 @@ from tests.api.helpers import (
     sign_as_service,
     validate,
 )
-from tests.api.mfa_helpers import claims as claims_of
-from tests.conftest import REDIS_URL, Service, is_postgres
+from tests.support.mfa import claims as claims_of
+from tests.support.service import Service
 
 
 async def _login(service: Service, user: LoggedIn) -> dict[str, Any]:

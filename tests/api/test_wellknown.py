@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from auth_service.db.models import SigningKey
 from auth_service.services.key_events import reload_keyring
-from tests.conftest import Service
+from tests.support.service import Service
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 

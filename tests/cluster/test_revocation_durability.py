@@ -12,9 +12,8 @@ import httpx
 import jwt
 import redis.asyncio
 
-from tests.cluster.conftest import POLL, boot
-from tests.cluster.support import Cluster, bearer, login, register, validate
-from tests.conftest import REDIS_URL
+from tests.support.backends import REDIS_URL
+from tests.support.cluster import POLL, Cluster, bearer, boot, login, register, validate
 
 PASSWORD = "Durable revocation 0001 xq"
 WITHIN = 1.0  # seconds: a flushed revocation is enforced again by every instance

@@ -15,29 +15,27 @@ from datetime import timedelta
 
 import httpx
 
-from tests.cluster.conftest import (
+from tests.support.cluster import (
     ONE_ROTATION,
     PASSWORD,
     POLL,
     PROPAGATION,
     ROTATION_INTERVAL,
     SCHEDULED_ROTATION,
-    boot,
-    parse_time,
-    until_next_key_may_sign,
-    utc_now,
-)
-from tests.cluster.support import (
     Cluster,
     bearer,
+    boot,
     jwks_kids,
     key_rows,
     kid_of,
     kid_with,
     login,
+    parse_time,
     register,
     row_with,
     statuses,
+    until_next_key_may_sign,
+    utc_now,
     validate,
 )
 

@@ -19,7 +19,9 @@ import httpx
 import pytest
 import redis
 
-from tests.cluster.conftest import (
+from tests.support.cluster import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
     EVENT_ONLY,
     LAST_KEY_SECONDS,
     MAX_RUN_SECONDS,
@@ -32,26 +34,22 @@ from tests.cluster.conftest import (
     RUN_SECONDS,
     SCHEDULED_ROTATION,
     VALIDATORS,
-    boot,
-    parse_time,
-    utc_now,
-)
-from tests.cluster.support import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
     Cluster,
     Instance,
     bearer,
+    boot,
     free_port,
     jwks_kids,
     key_rows,
     kid_of,
     kid_with,
     login,
+    parse_time,
     register,
     row_with,
     sleep_until,
     statuses,
+    utc_now,
     validate,
 )
 

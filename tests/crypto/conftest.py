@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auth_service.crypto.jwk import generate_rsa_key
-from tests.crypto.jwt_support import Keys
+from tests.support.jwt import Keys
 
 
 @pytest.fixture(scope="module")

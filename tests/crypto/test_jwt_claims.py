@@ -17,7 +17,7 @@ from auth_service.crypto.jwt import (
     TokenRejected,
     check_static_claims,
 )
-from tests.crypto.jwt_support import (
+from tests.support.jwt import (
     FUZZ,
     ISSUER,
     LEEWAY,

@@ -1,6 +1,6 @@
 """crypto/jwt.py, the header and the signature: round trips and attack tests that each fail
 without their defence, through the validator's ``parse_token`` and ``verify_parsed``. Attack
-tokens are forged by hand (see ``jwt_support``)."""
+tokens are forged by hand (see ``tests/support/jwt.py``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from auth_service.crypto.jwt import (
     parse_token,
     verify_parsed,
 )
-from tests.crypto.jwt_support import (
+from tests.support.jwt import (
     AUDIENCES,
     ISSUER,
     LEEWAY,

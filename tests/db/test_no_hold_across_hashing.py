@@ -15,9 +15,10 @@ from auth_service.container import Container
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.session import ensure_private_file
 from auth_service.settings import Settings
-from tests.api.helpers import PASSWORD
-from tests.conftest import is_postgres, started
+from tests.support.backends import is_postgres
 from tests.support.hashing import divert_hashing
+from tests.support.http import PASSWORD
+from tests.support.service import started
 
 
 class HeldHasher(PasswordHasher):

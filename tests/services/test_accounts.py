@@ -29,8 +29,8 @@ from auth_service.services import accounts
 from auth_service.services.revocation import disabled_key, revoked_after_key
 from auth_service.services.sessions import TokenPair
 from auth_service.store import Store
-from tests.conftest import started
 from tests.support.hashing import divert_hashing
+from tests.support.service import started
 
 EMAIL = "Jane.Doe@Example.COM"
 STORED = "jane.doe@example.com"

@@ -14,7 +14,7 @@ from auth_service.db.models import SigningKey
 from auth_service.services.keys import KEYS_CHANNEL
 from auth_service.settings import Settings
 from auth_service.store import RedisStore, Store
-from tests.conftest import REDIS_URL, is_postgres
+from tests.support.backends import REDIS_URL, is_postgres
 
 
 async def _wait_until(predicate: Callable[[], bool], seconds: float) -> bool:

@@ -30,7 +30,7 @@ from auth_service.services.mail import (
     send_quietly,
 )
 from auth_service.settings import Settings
-from tests.conftest import START
+from tests.support.clocks import START
 
 LOGGER = "auth_service.mail"
 LOCAL_PART = "alice.liddell"

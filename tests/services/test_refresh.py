@@ -9,8 +9,8 @@ from sqlalchemy import select, update
 
 from auth_service.db.models import RefreshToken, Session, User
 from auth_service.errors import InvalidRefreshTokenError, RefreshTokenReusedError
-from tests.api.helpers import client_headers, register_and_login, validate
-from tests.conftest import Service
+from tests.support.http import client_headers, register_and_login, validate
+from tests.support.service import Service
 
 
 async def _refresh(service: Service, token: str) -> dict[str, object]:

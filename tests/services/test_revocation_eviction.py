@@ -17,7 +17,7 @@ from auth_service.services.store_keys import MIRRORED_PREFIXES
 from auth_service.settings import Settings
 from auth_service.store import MemoryStore, RedisStore
 from auth_service.store.mirror import MirroredStore
-from tests.conftest import REDIS_URL, is_postgres
+from tests.support.backends import REDIS_URL, is_postgres
 
 # -- production refuses a Redis that may evict revocations --------------------------------
 

@@ -14,8 +14,9 @@ import pytest
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.store import MemoryStore
-from tests.api.helpers import PASSWORD, client_headers, register_and_login, validate
-from tests.conftest import is_postgres, started
+from tests.support.backends import is_postgres
+from tests.support.http import PASSWORD, client_headers, register_and_login, validate
+from tests.support.service import started
 
 
 async def _within_a_second(check: Callable[[], object]) -> None:

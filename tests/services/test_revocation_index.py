@@ -37,7 +37,8 @@ from auth_service.services.revocation_index import (
 )
 from auth_service.settings import Settings
 from auth_service.store import MemoryStore, RedisStore, Store
-from tests.api.helpers import (
+from tests.support.backends import REDIS_URL
+from tests.support.http import (
     PASSWORD,
     LoggedIn,
     client_headers,
@@ -45,8 +46,8 @@ from tests.api.helpers import (
     sign_as_service,
     validate,
 )
-from tests.api.mfa_helpers import claims as claims_of
-from tests.conftest import REDIS_URL, Service, started
+from tests.support.mfa import claims as claims_of
+from tests.support.service import Service, started
 
 REFUSED_LOGOUT = {"session_revoked", "token_revoked"}
 

@@ -26,16 +26,9 @@ from auth_service.services.rotation import (
     run_due_work,
 )
 from auth_service.settings import Settings
-from tests.conftest import Service
-from tests.services.rotation_support import (
-    access_token,
-    client_headers,
-    jwks_kids,
-    kid_of,
-    register_and_login,
-    statuses,
-    verdict,
-)
+from tests.support.http import client_headers, register_and_login
+from tests.support.rotation import access_token, jwks_kids, kid_of, statuses, verdict
+from tests.support.service import Service
 
 DAY = timedelta(hours=24)
 

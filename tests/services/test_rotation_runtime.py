@@ -24,13 +24,9 @@ from auth_service.services.keys import new_signing_key, open_private_key
 from auth_service.services.rotation import DueReport
 from auth_service.settings import Settings
 from auth_service.store.base import StoreUnavailableError
-from tests.conftest import Service, started
-from tests.services.rotation_support import (
-    client_headers,
-    register_and_login,
-    statuses,
-    verdict,
-)
+from tests.support.http import client_headers, register_and_login
+from tests.support.rotation import statuses, verdict
+from tests.support.service import Service, started
 
 DAY = timedelta(hours=24)
 

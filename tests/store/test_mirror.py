@@ -13,7 +13,7 @@ import pytest
 
 from auth_service.store import MemoryStore, RedisStore, Store
 from auth_service.store.mirror import CHANNEL, MirroredStore
-from tests.conftest import REDIS_URL, is_postgres
+from tests.support.backends import REDIS_URL, is_postgres
 
 HOUR = timedelta(hours=1)
 PREFIXES = ("revoked:", "user:")  # what the service tells it (services.store_keys)

@@ -11,7 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from tests.conftest import Service
+from tests.support.service import Service
 
 PASSWORD = "correct horse battery staple"
 
@@ -76,3 +76,14 @@ def sign_as_service(service: Service, claims: dict[str, Any]) -> str:
         signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
     )
     return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+VALIDATE_PATHS = ["/validate", "/validate/batch"]
+
+
+def body_with_token(path: str, raw_token: bytes) -> bytes:
+    """A body for ``path`` (one of ``VALIDATE_PATHS``) whose token is the raw JSON value
+    ``raw_token``."""
+    if path == "/validate":
+        return b'{"token":' + raw_token + b"}"
+    return b'{"tokens":[' + raw_token + b"]}"

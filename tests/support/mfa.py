@@ -16,8 +16,8 @@ from sqlalchemy import text
 
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
-from tests.api.helpers import PASSWORD, LoggedIn, register_and_login
-from tests.conftest import Service
+from tests.support.http import PASSWORD, LoggedIn, register_and_login
+from tests.support.service import Service
 
 
 @dataclass

@@ -13,8 +13,8 @@ from sqlalchemy import select, update
 
 from auth_service.container import Container
 from auth_service.db.models import SigningKey, User
-from tests.api.helpers import PASSWORD, client_headers, register_and_login
-from tests.conftest import Service, started
+from tests.support.http import PASSWORD, register_and_login
+from tests.support.service import Service
 
 
 async def admin_headers(service: Service, email: str = "admin@example.com") -> dict[str, str]:
@@ -64,6 +64,3 @@ async def verdict(service: Service, token: str, headers: dict[str, str]) -> dict
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-__all__ = ["client_headers", "register_and_login", "started"]
