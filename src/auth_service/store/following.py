@@ -36,6 +36,7 @@ async def follow_channel(
     while True:
         try:
             async with store.subscribe(channel) as messages:
+                _raise_if_cancelling()
                 await serve(messages, healthy)
         except StoreUnavailableError as exc:
             log.warning("%s lost the store (%s); subscribing again", name, exc)
@@ -44,5 +45,15 @@ async def follow_channel(
         finally:
             if after_loss is not None:
                 after_loss()
+        _raise_if_cancelling()
         await asyncio.sleep(retry_seconds[min(failures, len(retry_seconds) - 1)])
         failures += 1
+
+
+def _raise_if_cancelling() -> None:
+    """A cancellation that landed inside a client library's timeout can come out as a
+    timeout (then a store error) or as nothing at all: a follower asked to stop must stop,
+    not subscribe again or serve on (it would hold the instance's shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -85,11 +85,22 @@ def _text(value: Any) -> str:
 
 @contextmanager
 def _unavailable(operation: str) -> Iterator[None]:
-    """Translate every Redis failure raised inside the block into StoreUnavailableError."""
+    """Translate every Redis failure raised inside the block into StoreUnavailableError;
+    and re-raise a cancellation redis-py absorbed (see ``_raise_if_cancelling``)."""
     try:
         yield
     except (RedisError, OSError) as exc:
         raise StoreUnavailableError(f"redis {operation} failed: {exc}") from exc
+    _raise_if_cancelling()
+
+
+def _raise_if_cancelling() -> None:
+    """redis-py can absorb a cancellation thrown into one of its reads (the call then
+    returns as if nothing happened): a task asked to stop must not go on, or it holds up
+    the instance's shutdown (seen: every follower's stop waited out its 5 s bound)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class RedisStore:
@@ -323,6 +334,7 @@ class _RedisSubscription:
             with _unavailable("subscribe"):
                 await pubsub.subscribe(self._channel)
                 await self._await_confirmation(pubsub)
+            _raise_if_cancelling()
         except BaseException:
             await self._cleanup(unsubscribe=False)
             raise
