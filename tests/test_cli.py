@@ -55,7 +55,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(
     monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/sub/auth.db")
     assert main(["migrate"]) == 0
     assert main(["migrate"]) == 0
-    assert "database is at revision 0001" in capsys.readouterr().out
+    assert "database is at revision 0002" in capsys.readouterr().out
     assert (tmp_path / "sub" / "auth.db").exists()
 
 
@@ -279,7 +279,10 @@ async def test_clients_list_and_delete(
     ]
     assert await asyncio.to_thread(main, ["clients", "list"]) == 0
     listed = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
-    assert [(row[0], row[-1]) for row in listed] == [(ids[0], "billing"), (ids[1], "search")]
+    assert [(row[0], row[2], row[-1]) for row in listed] == [
+        (ids[0], "-", "billing"),
+        (ids[1], "-", "search"),
+    ]
     assert await asyncio.to_thread(main, ["clients", "delete", ids[0]]) == 0
     assert capsys.readouterr().out.strip() == f"deleted {ids[0]}"
     assert await asyncio.to_thread(main, ["clients", "list"]) == 0

@@ -11,7 +11,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from auth_service import __version__
 from auth_service.api.errors import install_error_handlers
 from auth_service.api.middleware import RequestContextMiddleware
-from auth_service.api.routes import account, admin, auth, health, validate, wellknown
+from auth_service.api.routes import (
+    account,
+    admin,
+    admin_clients,
+    auth,
+    health,
+    oauth,
+    validate,
+    wellknown,
+)
 from auth_service.api.schemas.common import error_responses
 from auth_service.api.shedding import LoadSheddingMiddleware
 from auth_service.container import Container, running, serving
@@ -55,9 +64,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)
+    app.include_router(oauth.router)
     app.include_router(auth.router)
     app.include_router(account.router)
     app.include_router(wellknown.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(admin_clients.router)
     return app

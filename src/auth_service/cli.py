@@ -1,5 +1,5 @@
 """The ``auth-service`` command: serve, migrate, gen-secret, keys list/rotate/revoke,
-create-admin, clients create/list/delete, users disable/enable.
+create-admin, clients create/list/delete/rotate-secret, users disable/enable.
 
 Every failure an operator can fix prints one line, ``auth-service: error: ...``, and exits 2.
 """
@@ -11,84 +11,31 @@ import asyncio
 import getpass
 import logging
 import os
-import secrets
-import stat
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from auth_service.cli_operations import (
+    client_delete,
+    client_list,
+    client_rotate,
+    new_client,
+    register_admin,
+    set_disabled,
+)
+from auth_service.dev_secret import ensure_dev_secret, generate_secret
 from auth_service.errors import AuthError, ConfigurationError
 from auth_service.observability import configure_logging
 from auth_service.settings import Settings, ensure_production_ready
 
 log = logging.getLogger("auth_service.cli")
 
-SECRET_FILE_SUFFIX = ".key-encryption-secret"  # noqa: S105  (a file name suffix)
 EXIT_CONFIG = 2
 
 Handler = Callable[[argparse.Namespace], int]  # what a sub-command's ``handler`` default is
 Command = Callable[[argparse.Namespace, Settings], int]  # a handler given the settings
-
-
-def generate_secret() -> str:
-    """86 URL-safe characters (512 bits) from the OS CSPRNG."""
-    return secrets.token_urlsafe(64)
-
-
-def ensure_dev_secret(settings: Settings) -> Settings:
-    """In development with no secret, create one once in a 0600 file beside the SQLite file.
-
-    The secret is exported to this process's environment so uvicorn workers inherit it.
-    """
-    if settings.key_encryption_secret is not None or settings.environment != "development":
-        return settings
-    database = settings.sqlite_path
-    if database is None:
-        raise ConfigurationError(
-            "AUTH_KEY_ENCRYPTION_SECRET is not set; a generated one is kept only beside a SQLite "
-            "database file. Set it (`auth-service gen-secret`)."
-        )
-    secret_file = database.with_name(database.name + SECRET_FILE_SUFFIX)
-    secret_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(
-            secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-        )
-    except FileExistsError:
-        secret = _read_secret_file(secret_file)
-        log.info("using the development key-encryption secret in %s", secret_file)
-    else:
-        secret = generate_secret()
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secret + "\n")
-        log.warning(
-            "generated a development key-encryption secret in %s (mode 0600); "
-            "back it up: the signing keys cannot be decrypted without it",
-            secret_file,
-        )
-    os.environ["AUTH_KEY_ENCRYPTION_SECRET"] = secret
-    return settings.model_copy(update={"key_encryption_secret": SecretStr(secret)})
-
-
-def _read_secret_file(path: Path) -> str:
-    """Read a secret file only if it is a private regular file of ours (no link, no 0644)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
-    with os.fdopen(descriptor) as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-            raise ConfigurationError(f"{path} is not a regular file owned by this user")
-        if info.st_mode & 0o077:
-            raise ConfigurationError(f"{path} is readable by others: chmod 600 it")
-        secret = handle.read().strip()
-    if not secret:
-        raise ConfigurationError(f"{path} is empty: delete it to generate a new secret")
-    return secret
 
 
 async def preflight(settings: Settings) -> None:
@@ -200,83 +147,34 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# Account and client commands run the same use cases as the HTTP API (so the same
-# normalisation, policy, revocation entries and events); each returns what to print.
-
-
-async def _register_admin(settings: Settings, email: str, password: str) -> str:
-    from auth_service.container import running
-
-    async with running(ensure_dev_secret(settings)) as container:
-        user = await container.accounts.register(
-            email=email,
-            password=password,
-            ip=None,
-            roles=["admin"],
-            limited=False,
-        )
-        return f"created admin {user.email} ({user.id})"
-
-
-async def _set_disabled(settings: Settings, email: str, verb: str) -> str:
-    from auth_service.container import running
-
-    async with running(ensure_dev_secret(settings)) as container:
-        found = await container.accounts.get_by_email(email)
-        if found is None:
-            raise ConfigurationError("no user has this email")
-        await container.accounts.set_disabled(found.id, verb == "disable")
-        return f"{verb}d {found.email} ({found.id})"
-
-
-async def _new_client(settings: Settings, name: str) -> str:
-    from auth_service.container import running
-
-    async with running(ensure_dev_secret(settings)) as container:
-        created = await container.clients.create(name=name)
-        return f"client_id={created.client.client_id}\nclient_secret={created.client_secret}"
-
-
-async def _client_list(settings: Settings) -> str:
-    from auth_service.container import running
-
-    async with running(ensure_dev_secret(settings)) as container:
-        rows = await container.clients.active()
-    lines = [f"{row.client_id}  {row.created_at.isoformat()}  {row.name}" for row in rows]
-    return "\n".join(lines) or "no clients"
-
-
-async def _client_delete(settings: Settings, client_id: str) -> str:
-    from auth_service.container import running
-
-    async with running(ensure_dev_secret(settings)) as container:
-        await container.clients.delete(client_id)
-    return f"deleted {client_id}"
-
-
 def _users(args: argparse.Namespace, settings: Settings) -> int:
-    print(asyncio.run(_set_disabled(settings, args.email, args.users_command)))
+    print(asyncio.run(set_disabled(settings, args.email, args.users_command)))
     return 0
 
 
 def _create_admin(args: argparse.Namespace, settings: Settings) -> int:
     password = os.environ.get("AUTH_ADMIN_PASSWORD") or getpass.getpass("Admin password: ")
-    print(asyncio.run(_register_admin(settings, args.email, password)))
+    print(asyncio.run(register_admin(settings, args.email, password)))
     return 0
 
 
 def _create_client(args: argparse.Namespace, settings: Settings) -> int:
-    print(asyncio.run(_new_client(settings, args.name)))
+    print(asyncio.run(new_client(settings, args.name, args.scope)))
+    return 0
+
+
+def _rotate_client(args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(client_rotate(settings, args.client_id, args.overlap_seconds)))
     return 0
 
 
 def _list_clients(_args: argparse.Namespace, settings: Settings) -> int:
-    print(asyncio.run(_client_list(settings)))
+    print(asyncio.run(client_list(settings)))
     return 0
 
 
 def _delete_client(args: argparse.Namespace, settings: Settings) -> int:
-    print(asyncio.run(_client_delete(settings, args.client_id)))
+    print(asyncio.run(client_delete(settings, args.client_id)))
     return 0
 
 
@@ -313,7 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands = clients.add_subparsers(dest="clients_command", required=True)
     create = client_commands.add_parser("create", help="create a client; prints id and secret")
     create.add_argument("name")
+    create.add_argument(
+        "--scope", action="append", default=[], help="an allowed scope (repeat for more)"
+    )
     create.set_defaults(handler=_configured(_create_client))
+    rotate_secret = client_commands.add_parser(
+        "rotate-secret", help="a new secret; the old one works for --overlap-seconds more"
+    )
+    rotate_secret.add_argument("client_id")
+    rotate_secret.add_argument("--overlap-seconds", type=int, default=86_400)
+    rotate_secret.set_defaults(handler=_configured(_rotate_client))
     client_list = client_commands.add_parser("list", help="list the clients (not deleted)")
     client_list.set_defaults(handler=_configured(_list_clients))
     client_delete = client_commands.add_parser(

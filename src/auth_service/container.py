@@ -32,6 +32,7 @@ from auth_service.services.keyring import KeyRing
 from auth_service.services.keys import KeyContext, KeyGenerator, signing_envelope
 from auth_service.services.login import LoginRules, Logins
 from auth_service.services.mail import Mailer, create_mailer
+from auth_service.services.oauth import OAuth
 from auth_service.services.password_policy import PasswordPolicy
 from auth_service.services.passwords import PasswordRules, Passwords
 from auth_service.services.revocation import INDEX_MARKER_KEY, RevocationPolicy
@@ -82,6 +83,7 @@ class Container:
     rotation: KeyRotation
     validator: TokenValidator
     clients: Clients
+    oauth: OAuth
     health: Health
     # Runtime:
     scheduler: KeyScheduler | None = None
@@ -119,6 +121,14 @@ def build_container(
     revocations = RevocationIndex(db.writer, store, clock, RevocationPolicy.from_settings(settings))
     rotation = _key_rotation(settings, db, store, keyring, clock, key_generator)
     users = _user_areas(settings, db, store, keyring, hasher, clock)
+    validator = TokenValidator(
+        keyring,
+        store,
+        ValidationPolicy.from_settings(settings),
+        clock,
+        reload_keys=rotation.reload,
+        ensure_index=revocations.ensure,
+    )
     authenticator = ClientAuthenticator(
         db.reader,  # it only reads the client row (on SQLite: no write lock)
         hasher,
@@ -126,7 +136,10 @@ def build_container(
         failure_limit=settings.client_auth_failure_limit,
         cache_seconds=settings.client_auth_cache_seconds,
         familiar_ttl=timedelta(days=settings.known_client_days),
+        clock=clock,
     )
+    revocation = RevocationPolicy.from_settings(settings)
+    clients = Clients(db, store, hasher, authenticator, revocation, clock)
     return Container(
         settings=settings,
         engine=engine,
@@ -144,15 +157,19 @@ def build_container(
         passwords=users.passwords,
         totp=users.totp,
         rotation=rotation,
-        validator=TokenValidator(
-            keyring,
+        validator=validator,
+        clients=clients,
+        oauth=OAuth(
+            db,
             store,
-            ValidationPolicy.from_settings(settings),
-            clock,
-            reload_keys=rotation.reload,
-            ensure_index=revocations.ensure,
+            clients,
+            users.tokens,
+            validator,
+            users.sessions,
+            revocation,
+            issuer=settings.issuer,
+            clock=clock,
         ),
-        clients=Clients(db, hasher, authenticator, clock),
         health=Health(
             engine,
             store,
@@ -194,6 +211,7 @@ def _key_rotation(
 class _UserAreas:
     password_policy: PasswordPolicy
     mailer: Mailer
+    tokens: TokenIssuer
     sessions: Sessions
     passwords: Passwords
     totp: Totp
@@ -223,7 +241,7 @@ def _user_areas(
     logins = Logins(db, store, hasher, sessions, totp, LoginRules.from_settings(settings), clock)
     account_rules = AccountRules.from_settings(settings)
     accounts = Accounts(db, store, hasher, policy, sessions, account_rules, revocation, clock)
-    return _UserAreas(policy, mailer, sessions, passwords, totp, logins, accounts)
+    return _UserAreas(policy, mailer, tokens, sessions, passwords, totp, logins, accounts)
 
 
 async def check_schema(engine: AsyncEngine) -> None:
@@ -263,6 +281,15 @@ async def start(container: Container) -> None:
                 name="revocation-database",
             )
         )
+        container.tasks.append(
+            asyncio.create_task(
+                container.clients.poll_changes(every=_DATABASE_FOLLOW_EVERY),
+                name="client-changes-database",
+            )
+        )
+    container.tasks.append(
+        asyncio.create_task(container.clients.follow_changes(), name="client-changes")
+    )
     if container.mirror is not None:
         follow = container.mirror.follow(
             before_resync=container.revocations.ensure, marker_key=INDEX_MARKER_KEY

@@ -2,6 +2,8 @@
 
     AuthError (code, status_code, description)
     ├── InvalidRequestError        400/422 invalid_request
+    │   └── OAuthRequestError      400 invalid_request (the /oauth endpoints)
+    ├── InvalidScopeError, UnsupportedGrantTypeError   400 (RFC 6749 §5.2)
     ├── NotFoundError              404 not_found
     ├── MethodNotAllowedError      405 method_not_allowed
     ├── RequestTooLargeError       413 request_too_large
@@ -52,6 +54,8 @@ class ErrorCode(StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     SERVER_BUSY = "server_busy"
     SERVER_ERROR = "server_error"
+    INVALID_SCOPE = "invalid_scope"
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
 
 
 class AuthError(Exception):
@@ -75,6 +79,24 @@ class InvalidRequestError(AuthError):
     code = ErrorCode.INVALID_REQUEST
     status_code = 422
     description = "The request is malformed."
+
+
+class OAuthRequestError(InvalidRequestError):
+    """A malformed request to an RFC 6749 endpoint: 400, as RFC 6749 §5.2 says."""
+
+    status_code = 400
+
+
+class InvalidScopeError(AuthError):
+    code = ErrorCode.INVALID_SCOPE
+    status_code = 400
+    description = "The requested scope is invalid, unknown, or not allowed for this client."
+
+
+class UnsupportedGrantTypeError(AuthError):
+    code = ErrorCode.UNSUPPORTED_GRANT_TYPE
+    status_code = 400
+    description = "Only grant_type=client_credentials is supported."
 
 
 class NotFoundError(AuthError):

@@ -44,6 +44,11 @@ HASHING_ROUTES = [
     ("post", "/auth/password/reset"),
     ("post", "/validate"),
     ("post", "/validate/batch"),
+    ("post", "/oauth/token"),
+    ("post", "/oauth/introspect"),
+    ("post", "/oauth/revoke"),
+    ("post", "/admin/clients"),
+    ("post", "/admin/clients/{client_id}/rotate-secret"),
 ]
 
 

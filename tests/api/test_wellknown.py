@@ -90,7 +90,11 @@ async def test_server_metadata(service: Service, path: str) -> None:
     body = await _metadata(service, path)
     assert body["issuer"] == ISSUER
     assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
-    assert body["grant_types_supported"] == []  # omitted would mean authorization_code+implicit
+    # Listed, never omitted: omitted would mean authorization_code + implicit (RFC 8414 §2).
+    assert body["grant_types_supported"] == ["client_credentials"]
+    assert body["token_endpoint"] == f"{ISSUER}/oauth/token"
+    assert body["introspection_endpoint"] == f"{ISSUER}/oauth/introspect"
+    assert body["revocation_endpoint"] == f"{ISSUER}/oauth/revoke"
     assert body["response_types_supported"] == []  # RFC 8414: REQUIRED, even when empty
     assert body["subject_types_supported"] == ["public"]
     assert {"iss", "sub", "aud", "exp", "jti", "roles"} <= set(body["claims_supported"])

@@ -22,6 +22,7 @@ TABLES = {
     "clients",
     "password_reset_tokens",
     "recovery_codes",
+    "revoked_tokens",
     "refresh_tokens",
     "sessions",
     "signing_keys",
@@ -59,4 +60,4 @@ async def test_downgrade_and_upgrade_again(database_url: str) -> None:
             assert await connection.run_sync(_tables) == TABLES
     finally:
         await engine.dispose()
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"

@@ -143,11 +143,12 @@ def user_ids(claims: dict[str, Any]) -> tuple[uuid.UUID, uuid.UUID]:
     return user_id(claims), uuid.UUID(str(claims["sid"]))
 
 
-async def get_client_id(request: Request, container: ContainerDep) -> str:
-    """HTTP Basic client authentication (RFC 6749 §2.3.1: each part form-urlencoded)."""
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """``(client_id, secret)`` from HTTP Basic (RFC 6749 §2.3.1: each part form-urlencoded),
+    None without a Basic header; ``InvalidClientError`` for a malformed one."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
-        raise InvalidClientError("Client authentication (HTTP Basic) is required.")
+        return None
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode()
     except (ValueError, UnicodeDecodeError) as exc:
@@ -155,5 +156,19 @@ async def get_client_id(request: Request, container: ContainerDep) -> str:
     client_id, separator, secret = decoded.partition(":")
     if not separator:
         raise InvalidClientError()
-    ip = await get_client_ip(request, container.settings)  # failures are limited per IP too
-    return await container.clients.authenticate(unquote_plus(client_id), unquote_plus(secret), ip)
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+async def authenticate_client(
+    request: Request, container: Container, credentials: tuple[str, str] | None
+) -> str:
+    """The authenticated client's id; failures are limited per client IP too."""
+    if credentials is None:
+        raise InvalidClientError("Client authentication (HTTP Basic) is required.")
+    ip = await get_client_ip(request, container.settings)
+    return await container.clients.authenticate(*credentials, ip)
+
+
+async def get_client_id(request: Request, container: ContainerDep) -> str:
+    """HTTP Basic client authentication (``/validate``)."""
+    return await authenticate_client(request, container, basic_credentials(request))

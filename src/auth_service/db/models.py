@@ -161,6 +161,7 @@ class Client(Base):
     """A backend service authenticating with HTTP Basic (secret kept as an argon2 hash)."""
 
     __tablename__ = "clients"
+    __table_args__ = (Index("ix_clients_updated_at", "updated_at"),)
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -168,6 +169,26 @@ class Client(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A rotation keeps the old secret working until previous_secret_expires_at.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(255))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set on delete: every token of the client issued at or before it is revoked (the
+    # record behind the store's revoked:client:<id>:after).
+    tokens_revoked_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevokedToken(Base):
+    """An access token revoked through /oauth/revoke (the record behind revoked:jti:<jti>)."""
+
+    __tablename__ = "revoked_tokens"
+    __table_args__ = (Index("ix_revoked_tokens_expires_at", "expires_at"),)
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEvent(Base):

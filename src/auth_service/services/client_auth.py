@@ -53,10 +53,11 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from auth_service.clock import Clock, SystemClock
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.models import Client
 from auth_service.errors import InvalidClientError, RateLimitedError
@@ -105,6 +106,19 @@ class _Flight:
     refused: _Refused | None = None  # set when it was wrong: the waiters share the outcome
 
 
+_Until = tuple[float, datetime | None]  # (monotonic end of the window, end of the overlap)
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    """A right secret (its digest), until when (monotonic), and for a previous secret the
+    wall-clock end of its overlap."""
+
+    digest: bytes
+    until: float
+    overlap_ends: datetime | None
+
+
 def _count(value: str | None) -> int:
     return int(value) if value else 0
 
@@ -120,6 +134,7 @@ class ClientAuthenticator:
         cache_seconds: float,
         familiar_ttl: timedelta = timedelta(days=30),
         time_source: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._hasher = hasher
@@ -128,7 +143,11 @@ class ClientAuthenticator:
         self._familiar_ttl = familiar_ttl
         self._cache_seconds = cache_seconds
         self._now = time_source
-        self._verified: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._clock = clock or SystemClock()
+        # client id → its remembered right secrets (digest, valid until): at most two, the
+        # current and, during a rotation's overlap, the previous one.
+        self._verified: OrderedDict[str, list[_Remembered]] = OrderedDict()
+        self._scopes: dict[str, tuple[str, ...]] = {}  # of each client verified lately
         self._in_flight: dict[tuple[str, bytes], _Flight] = {}
         # Verifications under way on this instance, by IP group and by client id: they count
         # against the limits until their outcome is counted in the store.
@@ -208,12 +227,12 @@ class ClientAuthenticator:
         )
         with self._hashing(client_id, group):
             try:
-                read_at = await self._verify(client_id, client_secret, urgent=urgent)
+                until = await self._verify(client_id, client_secret, urgent=urgent)
             except _Refused as refused:
                 await self._count_failure(client_id, group, known=refused.known)
                 raise
         await self._mark_familiar(client_id, group)
-        self._remember(client_id, digest, read_at)
+        self._remember(client_id, digest, until)
 
     @contextmanager
     def _hashing(self, client_id: str, group: str) -> Iterator[None]:
@@ -251,19 +270,30 @@ class ClientAuthenticator:
 
     def _remaining(self, client_id: str, digest: bytes) -> float | None:
         """Seconds left of a remembered verification of this very secret, else None."""
-        cached = self._verified.get(client_id)
-        if cached is None or not hmac.compare_digest(cached[0], digest):
-            return None
-        remaining = cached[1] - self._now()
-        return remaining if remaining > 0 else None
+        for remembered in self._verified.get(client_id, ()):
+            if hmac.compare_digest(remembered.digest, digest):
+                ends = remembered.overlap_ends
+                if ends is not None and self._clock.now() >= ends:
+                    return None  # a previous secret whose overlap is over
+                remaining = remembered.until - self._now()
+                return remaining if remaining > 0 else None
+        return None
 
-    def _remember(self, client_id: str, digest: bytes, read_at: float) -> None:
-        """The window runs from the moment the client row was read, not from the answer."""
-        if self._cache_seconds > 0:
-            self._verified[client_id] = (digest, read_at + self._cache_seconds)
-            self._verified.move_to_end(client_id)
-            while len(self._verified) > _MAX_CACHED_CLIENTS:
-                self._verified.popitem(last=False)
+    def _remember(self, client_id: str, digest: bytes, until: _Until) -> None:
+        """``until`` comes from ``_verify``: the window runs from the moment the client row
+        was read, not from the answer."""
+        if until[0] <= self._now():
+            return
+        others = [e for e in self._verified.get(client_id, ()) if e.digest != digest]
+        self._verified[client_id] = [*others[-1:], _Remembered(digest, *until)]
+        self._verified.move_to_end(client_id)
+        while len(self._verified) > _MAX_CACHED_CLIENTS:
+            evicted, _ = self._verified.popitem(last=False)
+            self._scopes.pop(evicted, None)
+
+    def scopes(self, client_id: str) -> tuple[str, ...] | None:
+        """The allowed scopes read with the client's last verification (None if unknown)."""
+        return self._scopes.get(client_id)
 
     def _refresh_ahead(self, client_id: str, client_secret: str, digest: bytes, group: str) -> None:
         if self._closed or client_id in self._refreshing:
@@ -282,9 +312,9 @@ class ClientAuthenticator:
         """Re-verify the remembered secret (urgent: it was right); the IP that asked stays
         familiar."""
         try:
-            read_at = await self._verify(client_id, client_secret, urgent=True)
+            until = await self._verify(client_id, client_secret, urgent=True)
             if self._refreshing.get(client_id) is ticket:
-                self._remember(client_id, digest, read_at)
+                self._remember(client_id, digest, until)
                 await self._mark_familiar(client_id, group)
         except InvalidClientError:  # deleted since: forget it now rather than at the window's end
             self.forget(client_id)
@@ -302,8 +332,10 @@ class ClientAuthenticator:
         if self.refreshes:
             await asyncio.wait(self.refreshes, timeout=5)
 
-    async def _verify(self, client_id: str, client_secret: str, *, urgent: bool) -> float:
-        """Check the secret against the stored hash; the time the row was read, if right.
+    async def _verify(self, client_id: str, client_secret: str, *, urgent: bool) -> _Until:
+        """Check the secret against the stored hashes (the current one, then a previous one
+        still in its overlap); if right, until when (monotonic) it may be remembered: the
+        window from the moment the row was read, and never past the previous secret's end.
 
         ``urgent`` applies to an existing client only; an unknown one's dummy never is."""
         read_at = self._now()
@@ -313,12 +345,27 @@ class ClientAuthenticator:
             self.forget(client_id)
             await self._hasher.verify_dummy(client_secret)
             raise _Refused(known=False)
+        until: _Until = (read_at + self._cache_seconds, None)
         if not await self._hasher.verify(client.secret_hash, client_secret, urgent=urgent):
-            raise _Refused(known=True)
-        return read_at
+            ends = client.previous_secret_expires_at
+            in_overlap = ends is not None and self._clock.now() < ends
+            if not in_overlap or not await self._hasher.verify(
+                client.previous_secret_hash or "", client_secret, urgent=urgent
+            ):
+                raise _Refused(known=True)
+            until = (until[0], ends)
+        self._scopes[client_id] = tuple(client.scopes)
+        return until
 
     def forget(self, client_id: str) -> None:
-        """Drop a cached verification, and any re-verification under way (this instance;
-        others forget within the window)."""
+        """Drop a cached verification, and any re-verification under way, on this instance
+        (the others are told by the ``clients`` event: ``Clients`` publishes it)."""
         self._verified.pop(client_id, None)
+        self._scopes.pop(client_id, None)
         self._refreshing.pop(client_id, None)
+
+    def forget_all(self) -> None:
+        """Events may have been missed (a resubscription): every client hashes again."""
+        self._verified.clear()
+        self._scopes.clear()
+        self._refreshing.clear()

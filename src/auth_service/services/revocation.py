@@ -18,10 +18,12 @@ Keys (under the store prefix):
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from auth_service.services.store_keys import INDEX_MARKER_KEY as INDEX_MARKER_KEY
+from auth_service.services.store_keys import client_revoked_after_key as client_revoked_after_key
 from auth_service.services.store_keys import disabled_key as disabled_key
 from auth_service.services.store_keys import jti_key as jti_key
 from auth_service.services.store_keys import revoked_after_key as revoked_after_key
@@ -78,21 +80,40 @@ async def mark_disabled(
         await store.delete(disabled_key(user_id))
 
 
-def revocation_keys(*, jti: str, sid: str | None, user_id: str) -> list[str]:
-    keys = [jti_key(jti), revoked_after_key(user_id), disabled_key(user_id)]
+def revoke_client_tokens(
+    store: Store, policy: RevocationPolicy, *, client_id: str, now: datetime
+) -> Awaitable[None]:
+    """Every token of the client issued up to ``now`` is revoked (the client was deleted)."""
+    return store.put(
+        client_revoked_after_key(client_id), str(math.floor(now.timestamp())), policy.horizon
+    )
+
+
+def revocation_keys(*, jti: str, sid: str | None, subject: str, service: bool) -> list[str]:
+    """The store keys that decide whether a token is revoked: a user token's
+    ``[jti, user revoke-after, user disabled, (session)]``, a service token's
+    ``[jti, client revoke-after]``."""
+    if service:
+        return [jti_key(jti), client_revoked_after_key(subject)]
+    keys = [jti_key(jti), revoked_after_key(subject), disabled_key(subject)]
     if sid is not None:
         keys.append(sid_key(sid))
     return keys
 
 
-def revocation_reason(values: list[str | None], *, iat: float, has_sid: bool) -> str | None:
+def revocation_reason(values: list[str | None], *, iat: float, service: bool) -> str | None:
     """Interpret ``get_many(revocation_keys(...))``: the reason code, or None if live."""
+    if service:
+        jti_value, revoked_after = values
+        if jti_value is not None or (revoked_after is not None and iat <= float(revoked_after)):
+            return "token_revoked"
+        return None
     jti_value, revoked_after, disabled = values[0], values[1], values[2]
     if disabled is not None:
         return "user_disabled"
     if jti_value is not None:
         return "token_revoked"
-    if has_sid and values[3] is not None:
+    if len(values) > 3 and values[3] is not None:
         return "session_revoked"
     if revoked_after is not None and iat <= float(revoked_after):
         return "token_revoked"

@@ -19,9 +19,10 @@ marker is absent the index may be missing entries, and ``RevocationIndex.ensure`
 5. check the lock is still ours (a flush during the rebuild takes the lock with it: start
    again), then set the marker, last.
 
-``revoked:jti:<jti>`` needs nothing: only logout writes it, and logout revokes the token's
-session too, so ``revoked:sid:`` covers it. (Service-token jti revocations will have a table
-of their own: add its rows here, as a fourth ``_copy_*`` step writing ``jti_key``.)
+Two more sources, for the OAuth endpoints: ``clients.tokens_revoked_after`` (a deleted
+client) → ``revoked:client:<id>:after``, and ``revoked_tokens`` (``/oauth/revoke``) →
+``revoked:jti:<jti>`` until the token's expiry plus leeway. Logout's ``revoked:jti:`` needs
+no row: logout revokes the token's session too, so ``revoked:sid:`` covers it.
 
 Failure modes: a database or store error while rebuilding raises ``RevocationIndexError``
 and leaves the marker absent, so validation keeps answering 503 and the next call retries.
@@ -50,13 +51,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth_service.clock import Clock
-from auth_service.db.models import Session, User
+from auth_service.db.models import Client, RevokedToken, Session, User
 from auth_service.errors import ConfigurationError
 from auth_service.services.revocation import (
     INDEX_MARKER_KEY,
     INDEX_MARKER_TTL,
     RevocationPolicy,
+    client_revoked_after_key,
     disabled_key,
+    jti_key,
     revoked_after_key,
     sid_key,
 )
@@ -73,7 +76,7 @@ _POLL_SECONDS = 0.05
 _ATTEMPTS = 3  # rebuilds started over because the lock vanished (flushed) meanwhile
 
 Entry = tuple[str, str, timedelta]  # key, value, remaining TTL
-Row = tuple[uuid.UUID, datetime]  # primary key, the time the revocation was recorded
+Row = tuple[Any, datetime]  # primary key, the time the revocation was recorded (or ends)
 
 
 class RevocationIndexError(Exception):
@@ -201,6 +204,20 @@ class RevocationIndex:
                 self._disabled_entry,
                 self._drop_enabled,
             ),
+            (
+                select(Client.client_id, Client.tokens_revoked_after).where(
+                    Client.tokens_revoked_after > since
+                ),
+                self._client_after_entry,
+                None,
+            ),
+            (
+                select(RevokedToken.jti, RevokedToken.expires_at).where(
+                    RevokedToken.expires_at > since
+                ),
+                self._jti_entry,
+                None,
+            ),
         ):
             async for rows in self._pages(query):
                 entries = [to_entry(str(row_id), at, now) for row_id, at in rows]
@@ -231,7 +248,23 @@ class RevocationIndex:
                     ).where(User.updated_at >= since)
                 )
             ).all()
+            clients = (
+                await db.execute(
+                    select(Client.client_id, Client.tokens_revoked_after).where(
+                        Client.tokens_revoked_after >= since
+                    )
+                )
+            ).all()
+            tokens = (
+                await db.execute(
+                    select(RevokedToken.jti, RevokedToken.expires_at).where(
+                        RevokedToken.revoked_at >= since
+                    )
+                )
+            ).all()
         entries = [self._session_entry(str(sid), at, now) for sid, at in revoked if at]
+        entries += [self._client_after_entry(cid, at, now) for cid, at in clients if at]
+        entries += [self._jti_entry(jti, expires_at, now) for jti, expires_at in tokens]
         for user_id, disabled, revoked_after, updated_at in changed:
             if revoked_after is not None and revoked_after >= since:
                 entries.append(self._revoked_after_entry(str(user_id), revoked_after, now))
@@ -246,7 +279,7 @@ class RevocationIndex:
     async def _pages(self, query: Select[Any, Any]) -> AsyncIterator[list[Row]]:
         """Rows ``(id, time)`` of ``query`` in primary-key pages, one short session each."""
         id_column = query.selected_columns[0]
-        last: uuid.UUID | None = None
+        last: Any = None  # a uuid or a string key, as the table's primary key
         while True:
             paged = query.order_by(id_column).limit(self._page_size)
             if last is not None:
@@ -272,6 +305,15 @@ class RevocationIndex:
         ttl = self._remaining(after, now)
         value = str(math.floor(after.timestamp()))  # as ``revoke_user_tokens`` writes it
         return None if ttl is None else (revoked_after_key(user_id), value, ttl)
+
+    def _client_after_entry(self, client_id: str, after: datetime, now: datetime) -> Entry | None:
+        ttl = self._remaining(after, now)
+        value = str(math.floor(after.timestamp()))  # as ``revoke_client_tokens`` writes it
+        return None if ttl is None else (client_revoked_after_key(client_id), value, ttl)
+
+    def _jti_entry(self, jti: str, expires_at: datetime, now: datetime) -> Entry | None:
+        ttl = expires_at + self._policy.leeway - now  # as ``revoke_jti`` writes it
+        return None if ttl <= timedelta(0) else (jti_key(jti), "1", ttl)
 
     def _disabled_entry(self, user_id: str, updated_at: datetime, now: datetime) -> Entry | None:
         ttl = self._remaining(updated_at, now)

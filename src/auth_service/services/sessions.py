@@ -163,7 +163,7 @@ class Sessions:
         now = self._clock.now()
         async with self._db.transaction() as db:
             with contextlib.suppress(NotFoundError, ValueError):
-                await self._revoke_one(
+                await self.revoke_one(
                     db,
                     user_id=uuid.UUID(claims["sub"]),
                     session_id=uuid.UUID(claims["sid"]),
@@ -193,7 +193,7 @@ class Sessions:
     async def delete(self, *, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
         """The user ends one of its sessions; ``NotFoundError`` for anyone else's."""
         async with self._db.transaction() as db:
-            await self._revoke_one(
+            await self.revoke_one(
                 db, user_id=user_id, session_id=session_id, reason="deleted_by_user"
             )
 
@@ -230,9 +230,11 @@ class Sessions:
         await revoke_sessions(self._store, self._revocation, revoked)
         return revoked
 
-    async def _revoke_one(
+    async def revoke_one(
         self, db: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID, reason: str
     ) -> None:
+        """Revoke one live session of the user, in the caller's transaction;
+        ``NotFoundError`` for anyone else's or a dead one."""
         session = await db.get(Session, session_id)
         if session is None or session.user_id != user_id or session.revoked_at is not None:
             raise NotFoundError("No such session.")

@@ -30,6 +30,12 @@ def revoked_after_key(user_id: str) -> str:
     return f"{USER_PREFIX}{user_id}:revoked-after"
 
 
+def client_revoked_after_key(client_id: str) -> str:
+    """Epoch seconds: the client's tokens issued at or before are revoked (it was deleted);
+    TTL: revocation.revoke_client_tokens (horizon)."""
+    return f"{REVOKED_PREFIX}client:{client_id}:after"
+
+
 def disabled_key(user_id: str) -> str:
     """Set while the user is disabled; TTL: revocation.mark_disabled (horizon)."""
     return f"{USER_PREFIX}{user_id}:disabled"
@@ -126,4 +132,5 @@ def client_seen_key(client_id: str, group: str) -> str:
 # -- locks (bare names: the store puts them under ``lock:``) and channels ---------------------
 SIGNING_KEYS_LOCK = "signing-keys"  # signing-key changes; TTL: keys/rotation (ctx.lock_ttl)
 REVOCATION_REBUILD_LOCK = "revocation-rebuild"  # index rebuild; TTL: revocation_index
+CLIENTS_CHANNEL = "clients-changed"  # a client id whose secrets changed (clients); no TTL
 KEYS_CHANNEL = "keys-changed"  # "keys changed" events (keys, rotation -> key_events); no TTL

@@ -1,7 +1,8 @@
 """Access tokens: RS256 JWS signed with the active key from the in-memory key cache.
 
-Format: header ``{"alg": "RS256", "typ": "at+jwt", "kid"}``; claims ``iss, sub, aud, exp, iat,
-nbf, jti, sid, roles, amr`` (user tokens). ``iat``/``nbf``/``exp`` are whole seconds.
+Format: header ``{"alg": "RS256", "typ": "at+jwt", "kid"}``; claims ``iss, aud, exp, iat, nbf,
+jti`` and ``sub, sid, roles, amr`` (user tokens) or ``sub, client_id, scope``
+(service tokens). ``iat``/``nbf``/``exp`` are whole seconds.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class TokenIssuer:
         return self._issue(
             now, {"sub": subject, "sid": session_id, "roles": list(roles), "amr": list(amr)}
         )
+
+    def service_token(self, *, now: datetime, client_id: str, scopes: Sequence[str]) -> IssuedToken:
+        """A client-credentials token: ``sub`` and ``client_id`` name the client, ``scope`` is
+        space-separated (RFC 9068 §2.2.3); no session, roles or amr."""
+        claims = {"sub": client_id, "client_id": client_id, "scope": " ".join(scopes)}
+        return self._issue(now, claims)
 
     def _issue(self, now: datetime, subject_claims: dict[str, Any]) -> IssuedToken:
         signing = self._keyring.signing

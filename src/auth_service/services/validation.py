@@ -204,7 +204,7 @@ class TokenValidator:
                 continue
             count = len(token_keys)
             reason = revocation_reason(
-                values[offset : offset + count], iat=float(item["iat"]), has_sid="sid" in item
+                values[offset : offset + count], iat=float(item["iat"]), service=is_service(item)
             )
             offset += count
             verdicts.append(Verdict(valid=False, error=reason) if reason else Verdict(True, item))
@@ -281,10 +281,17 @@ def _check_shape(claims: dict[str, Any]) -> None:
         raise TokenRejected("malformed")
 
 
+def is_service(claims: dict[str, Any]) -> bool:
+    """A service token (client credentials) names its client and no session."""
+    return not isinstance(claims.get("sid"), str)
+
+
 def _keys_for(claims: dict[str, Any]) -> list[str]:
     sid = claims.get("sid")
+    service = is_service(claims)
     return revocation_keys(
         jti=str(claims["jti"]),
         sid=sid if isinstance(sid, str) else None,
-        user_id=str(claims["sub"]),
+        subject=str(claims["client_id"] if service else claims["sub"]),
+        service=service,
     )

@@ -70,11 +70,21 @@ async def get_jwks(request: Request, keyring: KeyRingDep, settings: SettingsDep)
 )
 async def get_server_metadata(settings: SettingsDep) -> ServerMetadata:
     issuer = settings.issuer
+    client_auth = ["client_secret_basic", "client_secret_post"]
     return ServerMetadata(
         issuer=issuer,
         jwks_uri=f"{issuer}/.well-known/jwks.json",
-        grant_types_supported=[],
+        token_endpoint=f"{issuer}/oauth/token",
+        introspection_endpoint=f"{issuer}/oauth/introspect",
+        revocation_endpoint=f"{issuer}/oauth/revoke",
+        grant_types_supported=["client_credentials"],
         response_types_supported=[],
+        token_endpoint_auth_methods_supported=client_auth,
+        introspection_endpoint_auth_methods_supported=client_auth,
+        revocation_endpoint_auth_methods_supported=client_auth,
         subject_types_supported=["public"],
-        claims_supported=["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "roles", "amr"],
+        claims_supported=[
+            *("iss", "sub", "aud", "exp", "iat", "nbf", "jti"),
+            *("sid", "roles", "amr", "client_id", "scope"),
+        ],
     )

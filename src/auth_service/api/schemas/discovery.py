@@ -23,12 +23,17 @@ class ServerMetadata(BaseModel):
 
     issuer: str
     jwks_uri: str
+    token_endpoint: str
+    introspection_endpoint: str
+    revocation_endpoint: str
     grant_types_supported: list[str] = Field(
-        description="Empty: no grant is served yet (omitted would mean authorization_code, "
-        "implicit)."
+        description="Only client_credentials: users log in at /auth/login, not by OAuth."
     )
     response_types_supported: list[str] = Field(
         description="Empty: there is no authorization endpoint (RFC 8414 makes this REQUIRED)."
     )
+    token_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
     subject_types_supported: list[str]
     claims_supported: list[str]

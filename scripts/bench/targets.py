@@ -1,0 +1,57 @@
+"""The targets `make bench` checks, each against figures measured in the same run."""
+
+from __future__ import annotations
+
+from benchkit import Result
+
+BATCH = 100  # tokens a /validate/batch request
+SERVER_CORES = 1  # the service is pinned to one core (taskset -c 0)
+
+
+def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str, bool, str]]:
+    a, b, cold, c = results["a"], results["b"], results["b-cold"], results["c"]
+    e, under = results["e"], results["b-under-e"]
+    login_target = 0.60 * SERVER_CORES / hash_seconds
+    return [
+        (
+            "(b) >= 0.60 x (a) req/s",
+            b.requests_per_second >= 0.60 * a.requests_per_second,
+            f"{b.requests_per_second:,.0f} vs {0.60 * a.requests_per_second:,.0f}",
+        ),
+        (
+            "(b) p99 <= 2 x (a) p99",
+            b.p99_ms <= 2 * a.p99_ms,
+            f"{b.p99_ms:.2f} ms vs {2 * a.p99_ms:.2f} ms",
+        ),
+        (
+            "(g) introspection >= 0.9 x (b) req/s",
+            results["g"].requests_per_second >= 0.9 * b.requests_per_second,
+            f"{results['g'].requests_per_second:,.0f} vs {0.9 * b.requests_per_second:,.0f}",
+        ),
+        (
+            "(h) /oauth/token >= 1,000/s",
+            results["h"].requests_per_second >= 1000,
+            f"{results['h'].requests_per_second:,.0f}/s",
+        ),
+        (
+            "(b-cold) >= 0.40 x (a) req/s",
+            cold.requests_per_second >= 0.40 * a.requests_per_second,
+            f"{cold.requests_per_second:,.0f} vs {0.40 * a.requests_per_second:,.0f}",
+        ),
+        (
+            "(c) tokens/s >= 5 x (b) req/s",
+            BATCH * c.requests_per_second >= 5 * b.requests_per_second,
+            f"{BATCH * c.requests_per_second:,.0f} vs {5 * b.requests_per_second:,.0f}",
+        ),
+        (
+            "(e) >= 0.60 x cores / hash time",
+            e.requests_per_second >= login_target,
+            f"{e.requests_per_second:,.1f}/s vs 0.60 x {SERVER_CORES} / "
+            f"{hash_seconds * 1000:.1f} ms = {login_target:,.1f}/s",
+        ),
+        (
+            "(b-under-e) p99 <= 3 x (b) idle p99",
+            under.p99_ms <= 3 * b.p99_ms,
+            f"{under.p99_ms:.2f} ms vs {3 * b.p99_ms:.2f} ms",
+        ),
+    ]

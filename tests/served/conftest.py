@@ -1,0 +1,70 @@
+"""Fixtures for the tests that run ``auth-service migrate`` and ``serve`` as processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.backends import REDIS_URL, TEST_SECRET, is_postgres
+from tests.support.processes import BIN, free_port
+
+
+@pytest.fixture
+def environment(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AUTH_") or k.startswith("AUTH_TEST_")
+    }
+    env.update(
+        AUTH_DATABASE_URL=database_url,
+        AUTH_ISSUER="http://127.0.0.1",
+        AUTH_SCHEDULER_ENABLED="false",
+        AUTH_REDIS_KEY_PREFIX=redis_prefix,
+    )
+    if is_postgres():
+        env.update(AUTH_REDIS_URL=REDIS_URL, AUTH_KEY_ENCRYPTION_SECRET=TEST_SECRET)
+    else:  # the embedded default: the secret is generated beside a fresh SQLite file
+        env["AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'served' / 'auth.db'}"
+    return env
+
+
+@pytest.fixture
+def served(environment: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    subprocess.run([BIN, "migrate"], env=environment, check=True, capture_output=True, cwd=tmp_path)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [BIN, "serve", "--port", str(port)],
+            env=environment,
+            stdout=sink,
+            stderr=sink,
+            cwd=tmp_path,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the service did not become ready:\n" + log.read_text())
+        yield base, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
