@@ -291,6 +291,39 @@ async def test_clients_list_and_delete(
     assert "auth-service: error: No such client." in capsys.readouterr().err
 
 
+async def test_clients_create_with_scopes_and_rotate_secret(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    _cli_environment(service, monkeypatch)
+    command = ["clients", "create", "billing", "--scope", "orders:read", "--scope", "revoke"]
+    assert await asyncio.to_thread(main, command) == 0
+    created = dict(line.split("=", 1) for line in capsys.readouterr().out.split())
+    client_id, old = created["client_id"], created["client_secret"]
+    assert await asyncio.to_thread(main, ["clients", "list"]) == 0
+    assert capsys.readouterr().out.split()[2] == "orders:read,revoke"
+    rotate = ["clients", "rotate-secret", client_id, "--overlap-seconds", "0"]
+    assert await asyncio.to_thread(main, rotate) == 0
+    rotated = dict(line.split("=", 1) for line in capsys.readouterr().out.split())
+    assert rotated["client_id"] == client_id and rotated["client_secret"] != old
+    assert rotated["previous_secret_expires_at"] == "-"
+
+    async def token_with(secret: str) -> int:
+        response = await service.client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+        )
+        return response.status_code
+
+    assert await token_with(rotated["client_secret"]) == 200
+    assert await token_with(old) == 401
+    bad = ["clients", "rotate-secret", client_id, "--overlap-seconds", "-5"]
+    assert await asyncio.to_thread(main, bad) == 2
+    assert "overlap_seconds" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, ["clients", "create", "x", "--scope", "a b"]) == 2
+    assert "scopes" in capsys.readouterr().err
+
+
 def _cli_environment(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI on the service's own database and store (as an operator's shell would be)."""
     settings = service.container.settings

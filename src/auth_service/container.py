@@ -129,17 +129,8 @@ def build_container(
         reload_keys=rotation.reload,
         ensure_index=revocations.ensure,
     )
-    authenticator = ClientAuthenticator(
-        db.reader,  # it only reads the client row (on SQLite: no write lock)
-        hasher,
-        store=store,
-        failure_limit=settings.client_auth_failure_limit,
-        cache_seconds=settings.client_auth_cache_seconds,
-        familiar_ttl=timedelta(days=settings.known_client_days),
-        clock=clock,
-    )
     revocation = RevocationPolicy.from_settings(settings)
-    clients = Clients(db, store, hasher, authenticator, revocation, clock)
+    clients = _clients(settings, db, store, hasher, clock)
     return Container(
         settings=settings,
         engine=engine,
@@ -185,6 +176,22 @@ def build_container(
         owns_store=owns_store,
         mirror=mirror,
     )
+
+
+def _clients(
+    settings: Settings, db: Database, store: Store, hasher: PasswordHasher, clock: Clock
+) -> Clients:
+    authenticator = ClientAuthenticator(
+        db.reader,  # it only reads the client row (on SQLite: no write lock)
+        hasher,
+        store=store,
+        failure_limit=settings.client_auth_failure_limit,
+        cache_seconds=settings.client_auth_cache_seconds,
+        familiar_ttl=timedelta(days=settings.known_client_days),
+        clock=clock,
+    )
+    revocation = RevocationPolicy.from_settings(settings)
+    return Clients(db, store, hasher, authenticator, revocation, clock)
 
 
 def _key_rotation(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
+from auth_service.container import Container
 from auth_service.services.store_keys import INDEX_MARKER_KEY, jti_key
 from tests.support.http import register_and_login, validate
 from tests.support.oauth import form, new_client, service_token
-from tests.support.service import Service
+from tests.support.service import Service, started
 
 
 async def _revoke(service: Service, token: str, client: object) -> None:
@@ -113,3 +117,21 @@ async def test_a_deleted_clients_tokens_stay_revoked_when_the_store_loses_them(
         "valid": False,
         "error": "token_revoked",
     }
+
+
+async def test_a_revocation_on_one_instance_reaches_the_other_within_a_second(
+    make_container: Callable[..., Container],
+) -> None:
+    async with started(make_container()) as a, started(make_container()) as b:
+        client = await new_client(a)
+        token = await service_token(a, client)
+        assert (await validate(b, token, client.basic))["valid"] is True  # cached on B
+        await _revoke(a, token, client)
+        for _ in range(50):
+            if (await validate(b, token, client.basic)) == {
+                "valid": False,
+                "error": "token_revoked",
+            }:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("B still accepts the revoked token after a second")

@@ -36,62 +36,30 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-# One typed dependency per service: a route names the service it calls, never the container.
-async def get_settings(container: ContainerDep) -> Settings:
-    return container.settings
+def part(name: str) -> Any:
+    """``Depends`` on one part of the container (a route names the service it calls, never
+    the container); ``name`` must be a field of ``Container``."""
+    if name not in Container.__dataclass_fields__:
+        raise AttributeError(f"the container has no part {name!r}")
+
+    async def provide(request: Request) -> Any:
+        return getattr(container_of(request), name)
+
+    provide.__name__ = f"get_{name}"
+    return Depends(provide)
 
 
-async def get_keyring(container: ContainerDep) -> KeyRing:
-    return container.keyring
-
-
-async def get_accounts(container: ContainerDep) -> Accounts:
-    return container.accounts
-
-
-async def get_logins(container: ContainerDep) -> Logins:
-    return container.logins
-
-
-async def get_sessions(container: ContainerDep) -> Sessions:
-    return container.sessions
-
-
-async def get_passwords(container: ContainerDep) -> Passwords:
-    return container.passwords
-
-
-async def get_totp(container: ContainerDep) -> Totp:
-    return container.totp
-
-
-async def get_rotation(container: ContainerDep) -> KeyRotation:
-    return container.rotation
-
-
-async def get_validator(container: ContainerDep) -> TokenValidator:
-    return container.validator
-
-
-async def get_clients(container: ContainerDep) -> Clients:
-    return container.clients
-
-
-async def get_health(container: ContainerDep) -> Health:
-    return container.health
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
-AccountsDep = Annotated[Accounts, Depends(get_accounts)]
-LoginsDep = Annotated[Logins, Depends(get_logins)]
-SessionsDep = Annotated[Sessions, Depends(get_sessions)]
-PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
-TotpDep = Annotated[Totp, Depends(get_totp)]
-KeyRotationDep = Annotated[KeyRotation, Depends(get_rotation)]
-ValidatorDep = Annotated[TokenValidator, Depends(get_validator)]
-ClientsDep = Annotated[Clients, Depends(get_clients)]
-HealthDep = Annotated[Health, Depends(get_health)]
+SettingsDep = Annotated[Settings, part("settings")]
+KeyRingDep = Annotated[KeyRing, part("keyring")]
+AccountsDep = Annotated[Accounts, part("accounts")]
+LoginsDep = Annotated[Logins, part("logins")]
+SessionsDep = Annotated[Sessions, part("sessions")]
+PasswordsDep = Annotated[Passwords, part("passwords")]
+TotpDep = Annotated[Totp, part("totp")]
+KeyRotationDep = Annotated[KeyRotation, part("rotation")]
+ValidatorDep = Annotated[TokenValidator, part("validator")]
+ClientsDep = Annotated[Clients, part("clients")]
+HealthDep = Annotated[Health, part("health")]
 
 
 async def get_client_ip(request: Request, settings: SettingsDep) -> str | None:

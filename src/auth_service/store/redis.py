@@ -11,27 +11,22 @@ release and extend) are Lua scripts, so they are atomic across instances.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager, suppress
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Self
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
 from auth_service.store.base import RateLimitResult, StoreUnavailableError
+from auth_service.store.redis_calls import text as _text
+from auth_service.store.redis_calls import unavailable as _unavailable
+from auth_service.store.redis_pubsub import RedisSubscription
 
 _LOCK_NAMESPACE = "lock:"
-
-_POLL_SECONDS = 1.0
-"""How long one pub/sub read waits before re-checking the store and the connection's
-health (redis-py sends its health-check PING before a read once it is due)."""
 
 _DEFAULT_CONFIRM_SECONDS = 5.0
 """How long to wait for the subscribe confirmation when the client has no socket_timeout."""
@@ -74,33 +69,6 @@ def _ttl_ms(ttl: timedelta, what: str = "ttl") -> int:
     if seconds <= 0:
         raise ValueError(f"{what} must be positive, got {ttl!r}")
     return max(1, math.ceil(seconds * 1000))
-
-
-def _text(value: Any) -> str:
-    """A reply as ``str`` (clients built without ``decode_responses`` return bytes)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return str(value)
-
-
-@contextmanager
-def _unavailable(operation: str) -> Iterator[None]:
-    """Translate every Redis failure raised inside the block into StoreUnavailableError;
-    and re-raise a cancellation redis-py absorbed (see ``_raise_if_cancelling``)."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise StoreUnavailableError(f"redis {operation} failed: {exc}") from exc
-    _raise_if_cancelling()
-
-
-def _raise_if_cancelling() -> None:
-    """redis-py can absorb a cancellation thrown into one of its reads (the call then
-    returns as if nothing happened): a task asked to stop must not go on, or it holds up
-    the instance's shutdown (seen: every follower's stop waited out its 5 s bound)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class RedisStore:
@@ -281,7 +249,13 @@ class RedisStore:
         ``StoreUnavailableError`` (also when redis-py reconnected on its own, since
         messages published in between were lost).
         """
-        return _RedisSubscription(self, self._prefix + channel)
+        self._check_open()
+        return RedisSubscription(
+            self._client,
+            self._prefix + channel,
+            confirm_seconds=self._confirm_seconds,
+            closed=lambda: self._closed,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -315,95 +289,3 @@ class RedisStore:
         self._closed = True
         with _unavailable("close"):
             await self._client.aclose()
-
-
-class _RedisSubscription:
-    """One pub/sub connection subscribed to one channel for the ``async with`` block."""
-
-    def __init__(self, store: RedisStore, full_channel: str) -> None:
-        self._store = store
-        self._channel = full_channel
-        self._pubsub: PubSub | None = None
-        self._lost = False
-
-    async def __aenter__(self) -> Self:
-        self._store._check_open()
-        pubsub = self._store._client.pubsub()
-        self._pubsub = pubsub
-        try:
-            with _unavailable("subscribe"):
-                await pubsub.subscribe(self._channel)
-                await self._await_confirmation(pubsub)
-            _raise_if_cancelling()
-        except BaseException:
-            await self._cleanup(unsubscribe=False)
-            raise
-        return self
-
-    async def _await_confirmation(self, pubsub: PubSub) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._store._confirm_seconds
-        while (remaining := deadline - loop.time()) > 0:
-            message = await pubsub.get_message(timeout=remaining)
-            if (
-                message is not None
-                and message["type"] == "subscribe"
-                and _text(message["channel"]) == self._channel
-            ):
-                return
-        raise StoreUnavailableError(f"redis did not confirm the subscription to {self._channel}")
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._cleanup(unsubscribe=not self._lost)
-
-    async def _cleanup(self, *, unsubscribe: bool) -> None:
-        """Unsubscribe (if the connection is believed alive) and close; never raises."""
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is None:
-            return
-        try:
-            if unsubscribe:
-                with suppress(Exception):
-                    await pubsub.unsubscribe(self._channel)
-        finally:
-            # Bound to a typed name: redis-py leaves ``PubSub.aclose`` unannotated.
-            close_pubsub: Callable[[], Awaitable[None]] = pubsub.aclose
-            with suppress(Exception):
-                await close_pubsub()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> str:
-        while True:
-            pubsub = self._pubsub
-            if pubsub is None:
-                raise StoreUnavailableError("the subscription has ended")
-            if self._lost:
-                raise StoreUnavailableError(f"the subscription to {self._channel} was lost")
-            if self._store._closed:
-                self._lost = True
-                raise StoreUnavailableError("the redis store is closed")
-            try:
-                with _unavailable("subscription read"):
-                    message = await pubsub.get_message(timeout=_POLL_SECONDS)
-            except StoreUnavailableError:
-                self._lost = True
-                raise
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == "message":
-                return _text(message["data"])
-            if kind in ("subscribe", "unsubscribe"):
-                # redis-py reconnected and resubscribed by itself: whatever was published
-                # in between is lost, so the caller must resubscribe and resynchronise.
-                self._lost = True
-                raise StoreUnavailableError(
-                    f"the connection for {self._channel} was interrupted; messages may be lost"
-                )

@@ -53,12 +53,11 @@ class FormRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
-                response = await endpoint(request)
+                return await endpoint(request)  # its answers carry NO_STORE already
             except AuthError as exc:
                 body = error_body(exc.code.value, exc.description)
-                response = JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-            response.headers.update(NO_STORE)
-            return response
+                headers = {**exc.headers, **NO_STORE}
+                return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
         return handle
 
@@ -105,7 +104,8 @@ def _required(form: dict[str, str], name: str) -> str:
 
 
 def _json(payload: dict[str, Any]) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+    body = json.dumps(payload, separators=(",", ":"))
+    return Response(body, media_type="application/json", headers=NO_STORE)
 
 
 async def token(request: Request) -> Response:
@@ -137,7 +137,7 @@ async def revoke(request: Request) -> Response:
     form = await read_form(request)
     client_id = await _client(request, form)
     await container_of(request).oauth.revoke(client_id, _required(form, "token"))
-    return Response(status_code=200)
+    return Response(status_code=200, headers=NO_STORE)
 
 
 def _add(
