@@ -164,3 +164,49 @@ async def test_a_user_token_is_not_a_client_credential(service: Service) -> None
         "/oauth/token", data=GRANT, headers={"Authorization": f"Basic {raw}"}
     )
     assert response.status_code == 401
+
+
+async def test_tokens_a_deleted_client_got_after_its_delete_are_revoked_too(
+    service: Service,
+) -> None:
+    """Attack (third review): the delete revoked the client's tokens issued up to its
+    whole second; an instance that had not yet heard of it issued more, which passed."""
+    from auth_service.services.tokens import TokenIssuer, TokenPolicy
+
+    client, watcher = await new_client(service), await new_client(service, name="watcher")
+    await service.container.clients.delete(client.client_id)
+    service.container.clock.advance(5)  # type: ignore[attr-defined]
+    stale = TokenIssuer(
+        service.container.keyring, TokenPolicy.from_settings(service.container.settings)
+    )
+    late = stale.service_token(
+        now=service.container.clock.now(), client_id=client.client_id, scopes=[]
+    )  # what a stale instance would still have signed
+    assert (await validate(service, late.token, watcher.basic)) == {
+        "valid": False,
+        "error": "token_revoked",
+    }
+    store = service.container.store  # the store comes back empty: rebuilt from the database
+    for key, _value, _ttl in await store.scan("revoked:"):
+        await store.delete(key)
+    assert (await validate(service, late.token, watcher.basic))["error"] == "token_revoked"
+
+
+async def test_a_nul_in_a_client_name_is_refused_not_a_500(service: Service) -> None:
+    from auth_service.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError):
+        await service.container.clients.create(name="a\x00b")
+    with pytest.raises(InvalidRequestError):
+        await service.container.clients.create(name="line\nbreak")
+
+
+async def test_an_invalid_percent_escape_is_invalid_request(service: Service) -> None:
+    client = await new_client(service, scopes=["a"])
+    response = await service.client.post(
+        "/oauth/token",
+        content=b"grant_type=client_credentials&scope=%ff",
+        headers={**client.basic, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"

@@ -252,3 +252,45 @@ async def test_once_a_client_id_is_over_its_limit_unfamiliar_ips_lose_priority(
         assert hasher.calls[-2:] == [(secret, False), (secret, True)]
     finally:
         hasher.close()
+
+
+class HeldRight(PasswordHasher):
+    """Holds every verification until ``go`` is set: a right secret in the middle of argon2."""
+
+    def __init__(self) -> None:
+        super().__init__(memory_kib=8, time_cost=1, parallelism=1)
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+        self.verifications = 0
+
+    async def verify(self, hash: str, password: str, *, urgent: bool = False) -> bool:
+        self.verifications += 1
+        self.entered.set()
+        await self.go.wait()
+        return await super().verify(hash, password, urgent=urgent)
+
+
+@pytest.mark.parametrize("forget", ["one", "all"])
+async def test_a_change_announced_during_a_verification_is_not_undone_by_it(
+    registered_client: tuple[Container, str, str], forget: str
+) -> None:
+    """Attack (third review): a delete or a rotation announced while another instance was
+    verifying the client's secret was undone when that verification finished: it stored
+    the secret it had read before the change, for the whole cache window."""
+    container, client_id, secret = registered_client
+    hasher = HeldRight()
+    auth = authenticator(container, hasher, cache_seconds=30)
+    first = asyncio.create_task(auth.authenticate(client_id, secret, IP))
+    await asyncio.wait_for(hasher.entered.wait(), 5)
+    if forget == "one":
+        auth.forget(client_id)  # the "clients changed" event arrives now
+    else:
+        auth.forget_all()  # a resubscription
+    hasher.go.set()
+    assert await first == client_id  # right when it was read: this one answer stands
+    assert auth.scopes(client_id) is None
+    await auth.authenticate(client_id, secret, IP)
+    assert hasher.verifications == 2, "the secret read before the change was remembered"
+    await auth.authenticate(client_id, secret, IP)
+    assert hasher.verifications == 2  # a verification after the change is remembered
+    hasher.close()

@@ -173,8 +173,8 @@ class Client(Base):
     previous_secret_hash: Mapped[str | None] = mapped_column(String(255))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Set on delete: every token of the client issued at or before it is revoked (the
-    # record behind the store's revoked:client:<id>:after).
+    # Set on delete (the time of the delete): every token of the client is revoked, whenever
+    # issued (the record behind the store's revoked:client:<id>:deleted).
     tokens_revoked_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -106,7 +106,8 @@ class _Flight:
     refused: _Refused | None = None  # set when it was wrong: the waiters share the outcome
 
 
-_Until = tuple[float, datetime | None]  # (monotonic end of the window, end of the overlap)
+_Until = tuple[float, datetime | None, tuple[int, int]]
+"""(monotonic end of the window, end of a previous secret's overlap, the generation read)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,10 @@ class ClientAuthenticator:
         # current and, during a rotation's overlap, the previous one.
         self._verified: OrderedDict[str, list[_Remembered]] = OrderedDict()
         self._scopes: dict[str, tuple[str, ...]] = {}  # of each client verified lately
+        # Bumped by ``forget`` (per client) and ``forget_all`` (every client): a verification
+        # that read the client row before a change must not store what it read after it.
+        self._changes: Counter[str] = Counter()
+        self._epoch = 0
         self._in_flight: dict[tuple[str, bytes], _Flight] = {}
         # Verifications under way on this instance, by IP group and by client id: they count
         # against the limits until their outcome is counted in the store.
@@ -227,12 +232,12 @@ class ClientAuthenticator:
         )
         with self._hashing(client_id, group):
             try:
-                until = await self._verify(client_id, client_secret, urgent=urgent)
+                until, scopes = await self._verify(client_id, client_secret, urgent=urgent)
             except _Refused as refused:
                 await self._count_failure(client_id, group, known=refused.known)
                 raise
         await self._mark_familiar(client_id, group)
-        self._remember(client_id, digest, until)
+        self._remember(client_id, digest, until, scopes)
 
     @contextmanager
     def _hashing(self, client_id: str, group: str) -> Iterator[None]:
@@ -279,13 +284,16 @@ class ClientAuthenticator:
                 return remaining if remaining > 0 else None
         return None
 
-    def _remember(self, client_id: str, digest: bytes, until: _Until) -> None:
+    def _remember(
+        self, client_id: str, digest: bytes, until: _Until, scopes: tuple[str, ...]
+    ) -> None:
         """``until`` comes from ``_verify``: the window runs from the moment the client row
-        was read, not from the answer."""
-        if until[0] <= self._now():
+        was read, not from the answer; and nothing is stored if the client changed since."""
+        if until[0] <= self._now() or until[2] != self._generation(client_id):
             return
+        self._scopes[client_id] = scopes
         others = [e for e in self._verified.get(client_id, ()) if e.digest != digest]
-        self._verified[client_id] = [*others[-1:], _Remembered(digest, *until)]
+        self._verified[client_id] = [*others[-1:], _Remembered(digest, until[0], until[1])]
         self._verified.move_to_end(client_id)
         while len(self._verified) > _MAX_CACHED_CLIENTS:
             evicted, _ = self._verified.popitem(last=False)
@@ -312,9 +320,9 @@ class ClientAuthenticator:
         """Re-verify the remembered secret (urgent: it was right); the IP that asked stays
         familiar."""
         try:
-            until = await self._verify(client_id, client_secret, urgent=True)
+            until, scopes = await self._verify(client_id, client_secret, urgent=True)
             if self._refreshing.get(client_id) is ticket:
-                self._remember(client_id, digest, until)
+                self._remember(client_id, digest, until, scopes)
                 await self._mark_familiar(client_id, group)
         except InvalidClientError:  # deleted since: forget it now rather than at the window's end
             self.forget(client_id)
@@ -332,20 +340,23 @@ class ClientAuthenticator:
         if self.refreshes:
             await asyncio.wait(self.refreshes, timeout=5)
 
-    async def _verify(self, client_id: str, client_secret: str, *, urgent: bool) -> _Until:
+    async def _verify(
+        self, client_id: str, client_secret: str, *, urgent: bool
+    ) -> tuple[_Until, tuple[str, ...]]:
         """Check the secret against the stored hashes (the current one, then a previous one
         still in its overlap); if right, until when (monotonic) it may be remembered: the
         window from the moment the row was read, and never past the previous secret's end.
 
         ``urgent`` applies to an existing client only; an unknown one's dummy never is."""
         read_at = self._now()
+        generation = self._generation(client_id)  # before the read: a change after it counts
         async with self._sessionmaker() as session:
             client = await session.get(Client, client_id)
         if client is None or client.deleted_at is not None:
-            self.forget(client_id)
+            self._drop(client_id)
             await self._hasher.verify_dummy(client_secret)
             raise _Refused(known=False)
-        until: _Until = (read_at + self._cache_seconds, None)
+        until: _Until = (read_at + self._cache_seconds, None, generation)
         if not await self._hasher.verify(client.secret_hash, client_secret, urgent=urgent):
             ends = client.previous_secret_expires_at
             in_overlap = ends is not None and self._clock.now() < ends
@@ -353,19 +364,29 @@ class ClientAuthenticator:
                 client.previous_secret_hash or "", client_secret, urgent=urgent
             ):
                 raise _Refused(known=True)
-            until = (until[0], ends)
-        self._scopes[client_id] = tuple(client.scopes)
-        return until
+            until = (until[0], ends, until[2])
+        return until, tuple(client.scopes)
 
     def forget(self, client_id: str) -> None:
         """Drop a cached verification, and any re-verification under way, on this instance
         (the others are told by the ``clients`` event: ``Clients`` publishes it)."""
+        if len(self._changes) >= _MAX_CACHED_CLIENTS:
+            self.forget_all()  # bounded: a fresh epoch outdates every verification under way
+        self._changes[client_id] += 1
+        self._drop(client_id)
+
+    def _drop(self, client_id: str) -> None:
         self._verified.pop(client_id, None)
         self._scopes.pop(client_id, None)
         self._refreshing.pop(client_id, None)
 
     def forget_all(self) -> None:
         """Events may have been missed (a resubscription): every client hashes again."""
+        self._epoch += 1
+        self._changes.clear()
         self._verified.clear()
         self._scopes.clear()
         self._refreshing.clear()
+
+    def _generation(self, client_id: str) -> tuple[int, int]:
+        return self._epoch, self._changes[client_id]

@@ -11,8 +11,8 @@ authenticator forgets the client's verified secrets (``follow_changes``); a resu
 forgets them all, since events may have been missed meanwhile. With the in-process store
 (one serving process, CLI commands in others) the server polls ``clients.updated_at``
 instead (``poll_changes``). Deleting a client also revokes every token it holds:
-``clients.tokens_revoked_after`` (the record) and ``revoked:client:<id>:after`` (the
-index), written in the same transaction.
+``clients.tokens_revoked_after`` (the record) and ``revoked:client:<id>:deleted`` (the
+index: every token of the client, whenever issued), written in the same transaction.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ class Clients:
 
     async def create(self, *, name: str, scopes: Sequence[str] = ()) -> NewSecret:
         allowed = check_scopes(scopes)
-        if not name.strip() or len(name) > 200:
-            raise InvalidRequestError("name: 1 to 200 characters")
+        if not name.strip() or len(name) > 200 or not name.isprintable():
+            raise InvalidRequestError("name: 1 to 200 printable characters")
         secret = secrets.token_urlsafe(32)
         secret_hash = await self._hasher.hash(secret)
         now = self._clock.now()
@@ -129,7 +129,7 @@ class Clients:
             if client is None or client.deleted_at is not None:
                 raise NotFoundError("No such client.")
             client.deleted_at = client.tokens_revoked_after = client.updated_at = now
-            await revoke_client_tokens(self._store, self._revocation, client_id=client_id, now=now)
+            await revoke_client_tokens(self._store, self._revocation, client_id=client_id)
         await self._announce(client_id)
 
     async def rotate_secret(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from auth_service.services.store_keys import INDEX_MARKER_KEY as INDEX_MARKER_KEY
-from auth_service.services.store_keys import client_revoked_after_key as client_revoked_after_key
+from auth_service.services.store_keys import client_deleted_key as client_deleted_key
 from auth_service.services.store_keys import disabled_key as disabled_key
 from auth_service.services.store_keys import jti_key as jti_key
 from auth_service.services.store_keys import revoked_after_key as revoked_after_key
@@ -41,14 +41,22 @@ class RevocationPolicy:
 
     access_ttl: timedelta
     leeway: timedelta
+    client_cache: timedelta = timedelta(0)  # AUTH_CLIENT_AUTH_CACHE_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RevocationPolicy:
-        return cls(settings.access_token_ttl, settings.clock_leeway)
+        cache = timedelta(seconds=settings.client_auth_cache_seconds)
+        return cls(settings.access_token_ttl, settings.clock_leeway, cache)
 
     @property
     def horizon(self) -> timedelta:
         return self.access_ttl + self.leeway
+
+    @property
+    def client_horizon(self) -> timedelta:
+        """How long a deleted client's entry must live: an instance that missed the delete
+        could issue tokens until its verified secret lapsed, and they live a horizon."""
+        return self.horizon + self.client_cache
 
 
 async def revoke_jti(
@@ -81,20 +89,19 @@ async def mark_disabled(
 
 
 def revoke_client_tokens(
-    store: Store, policy: RevocationPolicy, *, client_id: str, now: datetime
+    store: Store, policy: RevocationPolicy, *, client_id: str
 ) -> Awaitable[None]:
-    """Every token of the client issued up to ``now`` is revoked (the client was deleted)."""
-    return store.put(
-        client_revoked_after_key(client_id), str(math.floor(now.timestamp())), policy.horizon
-    )
+    """Every token of the client is revoked, whenever issued (the client was deleted; client
+    ids are never reused)."""
+    return store.put(client_deleted_key(client_id), "1", policy.client_horizon)
 
 
 def revocation_keys(*, jti: str, sid: str | None, subject: str, service: bool) -> list[str]:
     """The store keys that decide whether a token is revoked: a user token's
     ``[jti, user revoke-after, user disabled, (session)]``, a service token's
-    ``[jti, client revoke-after]``."""
+    ``[jti, client deleted]``."""
     if service:
-        return [jti_key(jti), client_revoked_after_key(subject)]
+        return [jti_key(jti), client_deleted_key(subject)]
     keys = [jti_key(jti), revoked_after_key(subject), disabled_key(subject)]
     if sid is not None:
         keys.append(sid_key(sid))
@@ -104,10 +111,7 @@ def revocation_keys(*, jti: str, sid: str | None, subject: str, service: bool) -
 def revocation_reason(values: list[str | None], *, iat: float, service: bool) -> str | None:
     """Interpret ``get_many(revocation_keys(...))``: the reason code, or None if live."""
     if service:
-        jti_value, revoked_after = values
-        if jti_value is not None or (revoked_after is not None and iat <= float(revoked_after)):
-            return "token_revoked"
-        return None
+        return "token_revoked" if any(value is not None for value in values) else None
     jti_value, revoked_after, disabled = values[0], values[1], values[2]
     if disabled is not None:
         return "user_disabled"

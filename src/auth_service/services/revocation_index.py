@@ -20,7 +20,7 @@ marker is absent the index may be missing entries, and ``RevocationIndex.ensure`
    again), then set the marker, last.
 
 Two more sources, for the OAuth endpoints: ``clients.tokens_revoked_after`` (a deleted
-client) → ``revoked:client:<id>:after``, and ``revoked_tokens`` (``/oauth/revoke``) →
+client) → ``revoked:client:<id>:deleted``, and ``revoked_tokens`` (``/oauth/revoke``) →
 ``revoked:jti:<jti>`` until the token's expiry plus leeway. Logout's ``revoked:jti:`` needs
 no row: logout revokes the token's session too, so ``revoked:sid:`` covers it.
 
@@ -57,7 +57,7 @@ from auth_service.services.revocation import (
     INDEX_MARKER_KEY,
     INDEX_MARKER_TTL,
     RevocationPolicy,
-    client_revoked_after_key,
+    client_deleted_key,
     disabled_key,
     jti_key,
     revoked_after_key,
@@ -206,9 +206,9 @@ class RevocationIndex:
             ),
             (
                 select(Client.client_id, Client.tokens_revoked_after).where(
-                    Client.tokens_revoked_after > since
+                    Client.tokens_revoked_after > now - self._policy.client_horizon
                 ),
-                self._client_after_entry,
+                self._client_deleted_entry,
                 None,
             ),
             (
@@ -263,7 +263,7 @@ class RevocationIndex:
                 )
             ).all()
         entries = [self._session_entry(str(sid), at, now) for sid, at in revoked if at]
-        entries += [self._client_after_entry(cid, at, now) for cid, at in clients if at]
+        entries += [self._client_deleted_entry(cid, at, now) for cid, at in clients if at]
         entries += [self._jti_entry(jti, expires_at, now) for jti, expires_at in tokens]
         for user_id, disabled, revoked_after, updated_at in changed:
             if revoked_after is not None and revoked_after >= since:
@@ -306,10 +306,9 @@ class RevocationIndex:
         value = str(math.floor(after.timestamp()))  # as ``revoke_user_tokens`` writes it
         return None if ttl is None else (revoked_after_key(user_id), value, ttl)
 
-    def _client_after_entry(self, client_id: str, after: datetime, now: datetime) -> Entry | None:
-        ttl = self._remaining(after, now)
-        value = str(math.floor(after.timestamp()))  # as ``revoke_client_tokens`` writes it
-        return None if ttl is None else (client_revoked_after_key(client_id), value, ttl)
+    def _client_deleted_entry(self, client_id: str, at: datetime, now: datetime) -> Entry | None:
+        ttl = at + self._policy.client_horizon - now  # as ``revoke_client_tokens`` writes it
+        return None if ttl <= timedelta(0) else (client_deleted_key(client_id), "1", ttl)
 
     def _jti_entry(self, jti: str, expires_at: datetime, now: datetime) -> Entry | None:
         ttl = expires_at + self._policy.leeway - now  # as ``revoke_jti`` writes it

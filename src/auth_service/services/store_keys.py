@@ -30,10 +30,11 @@ def revoked_after_key(user_id: str) -> str:
     return f"{USER_PREFIX}{user_id}:revoked-after"
 
 
-def client_revoked_after_key(client_id: str) -> str:
-    """Epoch seconds: the client's tokens issued at or before are revoked (it was deleted);
-    TTL: revocation.revoke_client_tokens (horizon)."""
-    return f"{REVOKED_PREFIX}client:{client_id}:after"
+def client_deleted_key(client_id: str) -> str:
+    """Set when the client was deleted: every token of it is revoked, whenever issued (an
+    instance that had not yet heard of the delete may have issued more); TTL:
+    revocation.revoke_client_tokens (``client_horizon``)."""
+    return f"{REVOKED_PREFIX}client:{client_id}:deleted"
 
 
 def disabled_key(user_id: str) -> str:

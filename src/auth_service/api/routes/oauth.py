@@ -69,7 +69,11 @@ async def read_form(request: Request) -> dict[str, str]:
     try:
         text = (await request.body()).decode("utf-8")
         pairs = parse_qsl(
-            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=_MAX_FIELDS
+            text,
+            keep_blank_values=True,
+            strict_parsing=bool(text),
+            errors="strict",  # a percent-escape that is not UTF-8 too
+            max_num_fields=_MAX_FIELDS,
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise OAuthRequestError("The body is not form data (UTF-8, at most 16 fields).") from exc
