@@ -4,13 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+# Each pass on this many processes (pytest-xdist): every test has its own database file or
+# PostgreSQL database, store prefix and ports, so the passes split cleanly.
+WORKERS=(-n "${AUTH_TEST_WORKERS:-2}")
 rm -f .coverage .coverage.*
 
 echo "== pass 1/2: embedded default (SQLite file + in-process store)"
-AUTH_TEST_BACKEND=embedded "$PY" -m pytest --cov --cov-report= "$@"
+AUTH_TEST_BACKEND=embedded "$PY" -m pytest "${WORKERS[@]}" --cov --cov-report= "$@"
 
 echo "== pass 2/2: PostgreSQL + Redis (${AUTH_TEST_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/postgres}, ${AUTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/0})"
-AUTH_TEST_BACKEND=postgres "$PY" -m pytest --cov --cov-append --cov-report= "$@"
+AUTH_TEST_BACKEND=postgres "$PY" -m pytest "${WORKERS[@]}" --cov --cov-append --cov-report= "$@"
 
 echo "== branch coverage (both passes)"
 "$PY" -m coverage report --fail-under=85
