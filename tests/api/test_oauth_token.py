@@ -210,3 +210,14 @@ async def test_an_invalid_percent_escape_is_invalid_request(service: Service) ->
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+async def test_a_deleted_client_has_no_scopes_to_read(service: Service) -> None:
+    """Review of this change: the scopes of a client not in the verified cache were read
+    from its row without looking at ``deleted_at``, so a request authenticated just before
+    a delete could still get (and, with ``revoke``, use) the deleted client's scopes."""
+    client = await new_client(service, scopes=["orders:read", "revoke"])
+    clients = service.container.clients
+    assert await clients.allowed_scopes(client.client_id) == ("orders:read", "revoke")
+    await clients.delete(client.client_id)
+    assert await clients.allowed_scopes(client.client_id) == ()

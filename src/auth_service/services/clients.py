@@ -94,7 +94,9 @@ class Clients:
             return known
         async with self._db.read() as db:
             client = await db.get(Client, client_id)
-        return tuple(client.scopes) if client is not None else ()
+        if client is None or client.deleted_at is not None:
+            return ()
+        return tuple(client.scopes)
 
     async def create(self, *, name: str, scopes: Sequence[str] = ()) -> NewSecret:
         allowed = check_scopes(scopes)
