@@ -143,11 +143,7 @@ def run_scenarios(
         )
         # (a) and (b) alternate, ROUNDS times each: their ratios compare the same moments of
         # the host, and each figure is the median over the rounds.
-        introspect = {
-            "script": "introspect.lua",
-            "headers": {"Authorization": data.basic},
-            "script_args": (str(tokens),),
-        }
+        introspect = {**validate, "script_args": (str(tokens), "introspect")}
         pairs: dict[str, list[Result]] = {"a": [], "b": [], "g": []}
         for round_number in range(1, args.rounds + 1):
             print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
