@@ -11,6 +11,7 @@ TTLs are ``timedelta`` and are always honoured: nothing is stored forever.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -101,3 +102,13 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections. The store is unusable afterwards."""
         ...
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation a client library absorbed. redis-py can swallow one thrown
+    into a read and return as if nothing happened; one that lands in a library's timeout can
+    come out as a timeout (then a store error). A task asked to stop must stop: a follower
+    that went on held each instance's shutdown for its 5 s bound."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from auth_service.store.base import Store, StoreUnavailableError
+from auth_service.store.base import Store, StoreUnavailableError, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ async def follow_channel(
     while True:
         try:
             async with store.subscribe(channel) as messages:
-                _raise_if_cancelling()
                 await serve(messages, healthy)
         except StoreUnavailableError as exc:
             log.warning("%s lost the store (%s); subscribing again", name, exc)
@@ -45,15 +44,6 @@ async def follow_channel(
         finally:
             if after_loss is not None:
                 after_loss()
-        _raise_if_cancelling()
+        raise_if_cancelling()  # a cancellation that came out as a store error
         await asyncio.sleep(retry_seconds[min(failures, len(retry_seconds) - 1)])
         failures += 1
-
-
-def _raise_if_cancelling() -> None:
-    """A cancellation that landed inside a client library's timeout can come out as a
-    timeout (then a store error) or as nothing at all: a follower asked to stop must stop,
-    not subscribe again or serve on (it would hold the instance's shutdown)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

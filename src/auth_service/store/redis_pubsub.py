@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from auth_service.store.base import StoreUnavailableError
-from auth_service.store.redis_calls import raise_if_cancelling, text, unavailable
+from auth_service.store.redis_calls import text, unavailable
 
 _POLL_SECONDS = 1.0
 """How long one pub/sub read waits before re-checking the store and the connection's
@@ -44,7 +44,6 @@ class RedisSubscription:
             with unavailable("subscribe"):
                 await pubsub.subscribe(self._channel)
                 await self._await_confirmation(pubsub)
-            raise_if_cancelling()
         except BaseException:
             await self._cleanup(unsubscribe=False)
             raise
