@@ -1,0 +1,41 @@
+"""What every part of the library answers with: a ``Verdict``, and the contract's reasons."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+REASONS = (
+    "malformed",
+    "invalid_signature",
+    "unknown_key",
+    "key_revoked",
+    "algorithm_not_allowed",
+    "wrong_token_type",
+    "expired",
+    "not_yet_valid",
+    "invalid_issuer",
+    "invalid_audience",
+    "token_revoked",
+    "session_revoked",
+    "user_disabled",
+)
+"""The reasons of ``{valid: false, error}`` (shared/API.md "Validation"), in its order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer of ``/validate`` for one token, from the service or from a local check."""
+
+    valid: bool
+    claims: Mapping[str, Any] | None = None
+    error: str | None = None  # one of REASONS when not valid
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Verdict:
+        """One ``/validate`` result: ``{valid: true, claims}`` or ``{valid: false, error}``."""
+        if body.get("valid") is True and isinstance(body.get("claims"), Mapping):
+            return cls(True, dict(body["claims"]))
+        error = body.get("error")
+        return cls(False, None, error if isinstance(error, str) else "malformed")
