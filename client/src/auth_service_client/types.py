@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 REASONS = (
     "malformed",
@@ -39,3 +39,23 @@ class Verdict:
             return cls(True, dict(body["claims"]))
         error = body.get("error")
         return cls(False, None, error if isinstance(error, str) else "malformed")
+
+
+Check = Callable[[str], Awaitable[Verdict]]
+"""Anything that turns a token into a verdict: ``AuthClient.validate`` (remote) or
+``LocalVerifier.verify`` (local). The framework helpers take one of these."""
+
+
+class RevocationSource(Protocol):
+    """What ``LocalVerifier`` offers the helpers that close live connections: the current
+    revocation state, and a callback after every change to it (from the stream)."""
+
+    def revoked_reason(self, claims: Mapping[str, Any]) -> str | None:
+        """The reason (``token_revoked``, ``session_revoked``, ``user_disabled``,
+        ``key_revoked``) the local state refuses these verified claims for, or None."""
+        ...
+
+    def on_revocation(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (on the event loop) after each applied revocation event;
+        returns a function that unregisters it."""
+        ...
