@@ -16,6 +16,7 @@ from auth_service.api.routes import (
     admin,
     admin_clients,
     auth,
+    events,
     health,
     oauth,
     validate,
@@ -23,8 +24,13 @@ from auth_service.api.routes import (
 )
 from auth_service.api.schemas.common import error_responses
 from auth_service.api.shedding import LoadSheddingMiddleware
+from auth_service.api.shutdown import on_exit_signal
 from auth_service.container import Container, running, serving
 from auth_service.settings import Settings
+
+
+def _nothing() -> None:
+    return None
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
@@ -42,7 +48,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         )
         async with parts as started:
             app.state.container = started
-            yield
+            feed = started.feed
+            with on_exit_signal(feed.shut_down if feed is not None else _nothing):
+                yield
 
     app = FastAPI(
         title="auth-service",
@@ -64,6 +72,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)
+    app.include_router(events.router)
     app.include_router(oauth.router)
     app.include_router(auth.router)
     app.include_router(account.router)

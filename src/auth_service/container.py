@@ -36,6 +36,7 @@ from auth_service.services.oauth import OAuth
 from auth_service.services.password_policy import PasswordPolicy
 from auth_service.services.passwords import PasswordRules, Passwords
 from auth_service.services.revocation import INDEX_MARKER_KEY, RevocationPolicy
+from auth_service.services.revocation_feed import RevocationFeed
 from auth_service.services.revocation_index import (
     RevocationIndex,
     check_eviction_policy,
@@ -44,13 +45,13 @@ from auth_service.services.revocation_index import (
 )
 from auth_service.services.rotation import KeyRotation, RotationPolicy
 from auth_service.services.sessions import SessionPolicy, Sessions
-from auth_service.services.store_keys import MIRRORED_PREFIXES
+from auth_service.services.store_keys import EVENTS_PREFIX, MIRRORED_PREFIXES
 from auth_service.services.tokens import TokenIssuer, TokenPolicy
 from auth_service.services.totp import Totp
 from auth_service.services.validation import TokenValidator, ValidationPolicy
 from auth_service.settings import Settings, ensure_production_ready
 from auth_service.store import Store, StoreUnavailableError, create_store
-from auth_service.store.mirror import MirroredStore
+from auth_service.store.mirror import Journal, MirroredStore
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Container:
     scheduler: KeyScheduler | None = None
     owns_store: bool = True
     mirror: MirroredStore | None = None
+    feed: RevocationFeed | None = None  # the revocation stream (needs the mirror)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -111,8 +113,13 @@ def build_container(
             settings.redis_key_prefix,
             socket_timeout=settings.redis_socket_timeout_seconds,
         )
+    journal = Journal(
+        EVENTS_PREFIX, settings.access_token_ttl + settings.clock_leeway, INDEX_MARKER_KEY
+    )
     mirror = (
-        MirroredStore(store, prefixes=MIRRORED_PREFIXES) if settings.revocation_mirror else None
+        MirroredStore(store, prefixes=MIRRORED_PREFIXES, journal=journal)
+        if settings.revocation_mirror
+        else None
     )
     if mirror is not None:
         store = mirror
@@ -175,6 +182,11 @@ def build_container(
         ),
         owns_store=owns_store,
         mirror=mirror,
+        feed=(
+            RevocationFeed(mirror, keyring, per_client=settings.event_streams_per_client)
+            if mirror is not None
+            else None
+        ),
     )
 
 
@@ -319,6 +331,8 @@ async def start(container: Container) -> None:
 
 
 async def stop(container: Container) -> None:
+    if container.feed is not None:
+        container.feed.shut_down()
     if container.scheduler is not None:
         await container.scheduler.shutdown()
     for task in container.tasks:

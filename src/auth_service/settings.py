@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(524_288, ge=1024)
     validation_cache_size: int = Field(100_000, ge=0)
     revocation_mirror: bool = True
+    # The revocation stream (GET /events/revocations): streams per client per instance, and
+    # the interval of its heartbeat comment.
+    event_streams_per_client: int = Field(4, ge=1, le=1000)
+    event_heartbeat_seconds: float = Field(15, gt=0, le=300)
     client_auth_cache_seconds: int = Field(30, ge=0, le=300)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

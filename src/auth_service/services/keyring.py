@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -95,13 +95,21 @@ class KeyRing:
         # Reloads are serialised, so a slow reload that read the database earlier can never
         # replace the result of a later one (e.g. undo a revocation).
         self.reload_lock = asyncio.Lock()
+        self._watchers: list[Callable[[KeySnapshot], None]] = []
 
     @property
     def snapshot(self) -> KeySnapshot:
         return self._snapshot
 
+    def watch(self, callback: Callable[[KeySnapshot], None]) -> None:
+        """Call ``callback`` with every snapshot swapped in (the revocation stream's key
+        events)."""
+        self._watchers.append(callback)
+
     def replace(self, snapshot: KeySnapshot) -> None:
         self._snapshot = snapshot
+        for callback in self._watchers:
+            callback(snapshot)
 
     def lookup(self, kid: str) -> VerificationKey | None:
         return self._snapshot.keys.get(kid)

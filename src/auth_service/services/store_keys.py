@@ -42,6 +42,29 @@ def disabled_key(user_id: str) -> str:
     return f"{USER_PREFIX}{user_id}:disabled"
 
 
+def parse_revocation_key(key: str) -> tuple[str, str] | None:
+    """What a mirrored key revokes: ``(kind, id)`` with kind ``jti``, ``sid``, ``client``
+    (a deleted client), ``revoked_after`` or ``disabled`` (a user); None for other keys
+    (the index marker). The inverse of the builders above, for the revocation stream."""
+    if key.startswith(USER_PREFIX):
+        user, _, what = key[len(USER_PREFIX) :].rpartition(":")
+        kinds = {"revoked-after": "revoked_after", "disabled": "disabled"}
+        return (kinds[what], user) if user and what in kinds else None
+    if not key.startswith(REVOKED_PREFIX):
+        return None
+    kind, _, rest = key[len(REVOKED_PREFIX) :].partition(":")
+    if kind in ("jti", "sid") and rest:
+        return kind, rest
+    if kind == "client" and rest.endswith(":deleted") and len(rest) > len(":deleted"):
+        return "client", rest[: -len(":deleted")]
+    return None
+
+
+# -- the revocation stream's backlog (written by the mirror that announces) ------------------
+EVENTS_PREFIX = "events:"
+"""``events:<id>``: one announcement, for resuming streams; TTL: the access TTL + leeway."""
+
+
 # The revocation index marker (a random id); TTL: revocation.INDEX_MARKER_TTL, written by
 # revocation_index. Under ``revoked:`` so the mirror answers it from memory.
 INDEX_MARKER_KEY = f"{REVOKED_PREFIX}epoch"

@@ -16,17 +16,27 @@ the database if need be) and ``marker_key`` (the key a complete index holds). Th
 never marks itself current from a scan that lacks the marker, and while current it checks
 the store's marker every ``watch_seconds``: a flush sends no event, so a vanished marker
 makes it resubscribe (and so rebuild) instead of serving on while the store stays empty.
+
+With a ``Journal`` each announcement also gets an id (``<epoch>.<ms>-<n>``: the index
+marker's value, wall-clock milliseconds, a per-instance counter and a random suffix) and is
+kept in the store under the journal prefix for the journal TTL: the backlog the revocation
+stream resumes from. Listeners (``add_listener``) see every event the subscription delivers
+(this instance's own announcements come back through it too) and every loss of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, Protocol
 
 from auth_service.store.base import RateLimitResult, Store, StoreUnavailableError
 from auth_service.store.following import follow_channel
@@ -35,6 +45,70 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "revocations"
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """Where announcements are kept for resuming streams, for how long, and which mirrored
+    key names the index epoch that prefixes every id."""
+
+    prefix: str
+    ttl: timedelta
+    epoch_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    key: str
+    value: str | None
+    ttl_ms: int
+    id: str | None
+
+    @classmethod
+    def parse(cls, message: str) -> Announcement | None:
+        try:
+            event: dict[str, Any] = json.loads(message)
+            key, value, ttl_ms, event_id = (
+                event["k"],
+                event.get("v"),
+                event.get("ms", 0),
+                event.get("id"),
+            )
+            if not isinstance(key, str):
+                return None
+            return cls(
+                key,
+                value if isinstance(value, str) else None,
+                int(ttl_ms),
+                event_id if isinstance(event_id, str) else None,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def message(self) -> str:
+        body: dict[str, Any] = {"k": self.key, "v": self.value, "ms": self.ttl_ms}
+        if self.id is not None:
+            body["id"] = self.id
+        return json.dumps(body, separators=(",", ":"))
+
+
+class MirrorListener(Protocol):
+    def announced(self, announcement: Announcement) -> None:
+        """An event the subscription delivered (already applied to the mirror)."""
+
+    def lost(self) -> None:
+        """The subscription ended: events may be missed until the mirror is current again."""
+
+
+def event_time_ms(event_id: str) -> int | None:
+    """The milliseconds of a journal id, or None if it is not one."""
+    _epoch, dot, rest = event_id.partition(".")
+    millis, dash, _n = rest.partition("-")
+    return int(millis) if dot and dash and millis.isdigit() and len(millis) < 16 else None
+
+
+def event_epoch(event_id: str) -> str:
+    return event_id.partition(".")[0]
 
 
 async def _completing(before_resync: Callable[[], Awaitable[None]]) -> None:
@@ -53,6 +127,7 @@ class MirroredStore:
         *,
         prefixes: Sequence[str],
         time_source: Callable[[], float] = time.monotonic,
+        journal: Journal | None = None,
     ) -> None:
         if not prefixes or not all(prefixes):
             raise ValueError("MirroredStore needs at least one non-empty key prefix to mirror")
@@ -61,6 +136,41 @@ class MirroredStore:
         self._now = time_source
         self._entries: dict[str, tuple[str, float]] = {}
         self._current = False
+        self.journal = journal
+        self._listeners: list[MirrorListener] = []
+        self._sequence = itertools.count(1)
+        self._suffix = secrets.token_hex(2)  # ids from two instances never collide
+
+    def add_listener(self, listener: MirrorListener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def epoch(self) -> str | None:
+        """The index marker's value as this mirror holds it (None before the first sync)."""
+        if self.journal is None:
+            return None
+        return self._lookup([self.journal.epoch_key])[0]
+
+    def entries(self) -> list[tuple[str, str, float]]:
+        """Every live mirrored entry: (key, value, expiry as epoch seconds)."""
+        now, wall = self._now(), time.time()
+        return [
+            (key, value, wall + (expires - now))
+            for key, (value, expires) in list(self._entries.items())
+            if expires > now
+        ]
+
+    async def journal_after(self, after_ms: int) -> list[Announcement]:
+        """The journal's announcements at or after ``after_ms``, oldest first."""
+        if self.journal is None:
+            return []
+        found: list[tuple[tuple[int, str], Announcement]] = []
+        for _key, message, _ttl in await self.inner.scan(self.journal.prefix):
+            announcement = Announcement.parse(message)
+            millis = event_time_ms(announcement.id) if announcement and announcement.id else None
+            if announcement is not None and millis is not None and millis >= after_ms:
+                found.append(((millis, str(announcement.id)), announcement))
+        return [announcement for _order, announcement in sorted(found, key=lambda f: f[0])]
 
     def is_mirrored(self, key: str) -> bool:
         return key.startswith(self.prefixes)
@@ -81,14 +191,13 @@ class MirroredStore:
             self._entries[key] = (value, self._now() + ttl_ms / 1000)
 
     def _apply_message(self, message: str) -> None:
-        try:
-            event = json.loads(message)
-            key, value, ttl_ms = event["k"], event.get("v"), int(event.get("ms", 0))
-        except (ValueError, KeyError, TypeError):
+        announcement = Announcement.parse(message)
+        if announcement is None or not self.is_mirrored(announcement.key):
             log.warning("ignoring a malformed revocation event")
             return
-        if isinstance(key, str) and self.is_mirrored(key):
-            self._apply(key, value if isinstance(value, str) else None, ttl_ms)
+        self._apply(announcement.key, announcement.value, announcement.ttl_ms)
+        for listener in self._listeners:
+            listener.announced(announcement)
 
     def _lookup(self, keys: Sequence[str]) -> list[str | None]:
         now = self._now()
@@ -140,6 +249,8 @@ class MirroredStore:
 
     def _lost(self) -> None:
         self._current = False
+        for listener in self._listeners:
+            listener.lost()
 
     async def _serve(
         self, messages: AsyncIterator[str], marker_key: str | None, watch_seconds: float
@@ -169,10 +280,19 @@ class MirroredStore:
                 self._current = False  # at once: the next read asks the store
                 raise StoreUnavailableError("the store lost its revocation index (flushed?)")
 
+    def _next_id(self) -> str:
+        return f"{self.epoch or '0'}.{int(time.time() * 1000)}-{next(self._sequence)}{self._suffix}"
+
     async def _announce(self, key: str, value: str | None, ttl_ms: int) -> None:
         self._apply(key, value, ttl_ms)
+        journal = self.journal
+        journaled = journal is not None and key != journal.epoch_key
+        announcement = Announcement(key, value, ttl_ms, self._next_id() if journaled else None)
+        message = announcement.message()
         try:
-            await self.inner.publish(CHANNEL, json.dumps({"k": key, "v": value, "ms": ttl_ms}))
+            if journal is not None and announcement.id is not None:
+                await self.inner.put(journal.prefix + announcement.id, message, journal.ttl)
+            await self.inner.publish(CHANNEL, message)
         except StoreUnavailableError:
             # Others may have missed it: they resync when their subscription comes back.
             self._current = False
@@ -201,7 +321,10 @@ class MirroredStore:
     async def delete(self, key: str) -> bool:
         existed = await self.inner.delete(key)
         if self.is_mirrored(key):
-            await self._announce(key, None, 0)
+            if existed:
+                await self._announce(key, None, 0)
+            else:  # nothing to tell the others; forget any stale local copy
+                self._apply(key, None, 0)
         return existed
 
     async def hit(self, key: str, limit: int, window: timedelta) -> RateLimitResult:
