@@ -36,9 +36,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 
+import client_bench
 import flood
 from benchkit import (
     BIN,
+    WRK_CPU,
     Result,
     Server,
     Wrk,
@@ -262,6 +264,13 @@ def run_scenarios(
             f"{len(data.refresh_tokens):,} pre-minted tokens, then "
             f"{max(0, r.requests - len(data.refresh_tokens)):,} of their successors"
         )
+        second = Server(env)  # (l): a second instance, the stream a verifier follows
+        servers.append(second)
+        second.start()
+        print("running (i)-(l), the client library ...", flush=True)
+        results.update(
+            client_bench.run_pinned(base, second.base, data.basic, tokens, logins, WRK_CPU)
+        )
         return results, token_size
     finally:
         for load in loads:
@@ -304,6 +313,12 @@ def report(
                 f"{r.requests_per_second / ceiling:.3f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                 f"{r.errors} | {'; '.join(r.notes)} |"
             )
+    if "i" in results:
+        print("\n| client library (on core 1) | per s | p50 ms | p99 ms | notes |")
+        print("|---|---:|---:|---:|---|")
+        for r in (results[key] for key in ("i", "j", "k", "l")):
+            rate = f"{r.requests_per_second:,.0f}" if r.requests_per_second else "-"
+            print(f"| {r.name} | {rate} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {'; '.join(r.notes)} |")
     if flooded is not None:
         print("\n".join(flood.table(flooded)))
         checks += flood.verdicts(flooded)

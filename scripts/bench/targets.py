@@ -13,6 +13,7 @@ def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str,
     e, under = results["e"], results["b-under-e"]
     login_target = 0.60 * SERVER_CORES / hash_seconds
     return [
+        *client_verdicts(results),
         (
             "(b) >= 0.60 x (a) req/s",
             b.requests_per_second >= 0.60 * a.requests_per_second,
@@ -54,4 +55,27 @@ def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str,
             under.p99_ms <= 3 * b.p99_ms,
             f"{under.p99_ms:.2f} ms vs {3 * b.p99_ms:.2f} ms",
         ),
+    ]
+
+
+def client_verdicts(results: dict[str, Result]) -> list[tuple[str, bool, str]]:
+    """Issue 13's targets, when (i)-(l) ran."""
+    if "i" not in results:
+        return []
+    local, bare = results["i"].requests_per_second, results["i-bare"].requests_per_second
+    many, single = results["k"].requests_per_second, results["k-single"].requests_per_second
+    hits, logout = results["j"].requests_per_second, results["l"].p99_ms
+    return [
+        (
+            "(i) LocalVerifier.verify >= 0.8 x bare jwt.decode",
+            local >= 0.8 * bare,
+            f"{local:,.0f}/s vs {0.8 * bare:,.0f}/s",
+        ),
+        ("(j) AuthClient.validate cache hit >= 100,000/s", hits >= 100_000, f"{hits:,.0f}/s"),
+        (
+            "(k) validate_many >= 5 x single validate, tokens/s",
+            many >= 5 * single,
+            f"{many:,.0f} vs {5 * single:,.0f}",
+        ),
+        ("(l) logout -> local decision p99 < 1 s", logout < 1000, f"{logout:.1f} ms"),
     ]
