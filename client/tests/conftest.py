@@ -180,7 +180,8 @@ class Service:
         return body
 
 
-def _serve(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+def serve_instance(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+    """Set up and serve an instance in ``tmp`` (with ``extra_env`` settings); stop it after."""
     service = Service(tmp, dict(extra_env or {}))
     service.set_up()
     service.start()
@@ -193,10 +194,10 @@ def _serve(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Servi
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One instance shared by a module's tests (they must not stop it)."""
-    yield from _serve(tmp_path_factory.mktemp("served"))
+    yield from serve_instance(tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture
 def own_service(tmp_path: Path) -> Iterator[Service]:
     """An instance of the test's own: it may stop, restart or rotate it."""
-    yield from _serve(tmp_path)
+    yield from serve_instance(tmp_path)

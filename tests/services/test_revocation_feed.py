@@ -60,7 +60,7 @@ async def test_a_new_stream_gets_the_keys_a_snapshot_of_every_live_entry_then_sy
     await mirror.put(keys.sid_key("s1"), "1", HOUR)
     await mirror.put(keys.revoked_after_key("u1"), "1700000000", HOUR)
     await asyncio.sleep(0.1)
-    first = await feed.opening(None)
+    first = await feed.opening(feed.open("reader"), None)
     assert _types(first)[:2] == ["keys", "resync"] and first[-1].type == "synced"
     snapshot = {(e.type, tuple(sorted(e.data.items()))) for e in first[2:-1]}
     until = {e.type: e.data["until"] for e in first[2:-1]}
@@ -92,7 +92,7 @@ async def test_a_resume_replays_what_came_after_its_id_and_no_resync(
     assert seen is not None and seen.id is not None
     feed.close(stream)
     await mirror.put(keys.sid_key("missed"), "1", HOUR)
-    replay = await feed.opening(seen.id)
+    replay = await feed.opening(feed.open("client-a"), seen.id)
     assert "resync" not in _types(replay)
     assert _types(replay)[0] == "keys" and replay[-1].type == "synced"
     sids = [e.data["sid"] for e in replay if e.type == "sid"]
@@ -117,7 +117,7 @@ async def test_a_resume_that_cannot_be_honoured_gets_resync_and_the_snapshot(
     await asyncio.sleep(0.05)
     now_ms = int(time.time() * 1000)
     old_ms = now_ms - int(JOURNAL.ttl.total_seconds() * 1000) - 60_000
-    first = await feed.opening(last_id.format(now=now_ms, old=old_ms))
+    first = await feed.opening(feed.open("reader"), last_id.format(now=now_ms, old=old_ms))
     assert _types(first)[:2] == ["keys", "resync"]
     assert {"type": "sid", "sid": "held"} in [
         {"type": e.type, "sid": e.data.get("sid")} for e in first
@@ -221,3 +221,38 @@ def test_store_keys_translate_into_events_and_other_keys_into_none() -> None:
     # A replayed event's ``until`` counts from when it was written, not from now:
     replayed = event_for(Announcement(keys.sid_key("s"), "1", 10_000, "e.500000-1ab"), now)
     assert replayed is not None and replayed.data["until"] == 510
+
+
+async def test_a_herd_of_resumes_reads_the_journal_once_but_never_a_read_begun_before_it(
+    feed: RevocationFeed, mirror: MirroredStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = feed.open("client-a")
+    await mirror.put(keys.sid_key("s0"), "1", HOUR)
+    seen = await stream.next(2.0)
+    assert seen is not None and seen.id is not None
+    reads = 0
+    release = asyncio.Event()
+    real = mirror.read_journal
+
+    async def counted() -> list[tuple[int, Announcement]]:
+        nonlocal reads
+        reads += 1
+        await release.wait()
+        return await real()
+
+    monkeypatch.setattr(mirror, "read_journal", counted)
+    herd = [feed.open(f"client-{n}") for n in range(20)]
+    waiting = [asyncio.create_task(feed.opening(s, seen.id)) for s in herd]
+    await asyncio.sleep(0.05)
+    assert reads == 1
+    late = feed.open("late")  # attached after the shared read began: it must read again
+    late_opening = asyncio.create_task(feed.opening(late, seen.id))
+    await asyncio.sleep(0.05)
+    assert reads == 2
+    await mirror.put(keys.sid_key("s1"), "1", HOUR)
+    release.set()
+    openings = await asyncio.gather(*waiting, late_opening)
+    for first in openings:
+        assert "resync" not in _types(first)
+    late_sids = [e.data["sid"] for e in openings[-1] if e.type == "sid"]
+    assert "s1" in late_sids or (await late.next(2.0)) is not None

@@ -91,6 +91,7 @@ class Stream:
 
     client_id: str
     limit: int
+    attached: float = field(default_factory=time.monotonic)
     _queue: deque[Event] = field(default_factory=deque)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
@@ -129,6 +130,7 @@ class RevocationFeed:
         self._streams: set[Stream] = set()
         self._keys_seen: tuple[str, tuple[str, ...]] | None = None
         self._shut_down = False
+        self._reading: tuple[float, asyncio.Task[list[tuple[int, Announcement]]]] | None = None
         mirror.add_listener(self)
         keyring.watch(self._keys_replaced)
 
@@ -156,12 +158,12 @@ class RevocationFeed:
         self._shut_down = True
         self.close_all()
 
-    async def opening(self, last_event_id: str | None) -> list[Event]:
+    async def opening(self, stream: Stream, last_event_id: str | None) -> list[Event]:
         """What a new stream is sent first (after ``open``, before live events)."""
         await self._await_current()
         events = [self.keys_event()]
         try:
-            replay = await self._replay(last_event_id)
+            replay = await self._replay(stream, last_event_id)
         except StoreUnavailableError as exc:
             raise ServiceUnavailableError("the revocation backlog cannot be read") from exc
         if replay is None:
@@ -179,7 +181,7 @@ class RevocationFeed:
                 raise ServiceUnavailableError("the revocation index is not current")
             await asyncio.sleep(0.05)
 
-    async def _replay(self, last_event_id: str | None) -> list[Event] | None:
+    async def _replay(self, stream: Stream, last_event_id: str | None) -> list[Event] | None:
         """The journal after ``last_event_id``, or None when it cannot be resumed from."""
         journal = self._mirror.journal
         millis = event_time_ms(last_event_id) if last_event_id else None
@@ -189,9 +191,20 @@ class RevocationFeed:
         oldest_held = (time.time() - journal.ttl.total_seconds()) * 1000
         if epoch is None or event_epoch(last_event_id) != epoch or millis < oldest_held:
             return None
-        now = time.time()
-        found = await self._mirror.journal_after(millis - RESUME_OVERLAP_MS)
-        return [event for a in found if (event := event_for(a, now)) is not None]
+        now, since = time.time(), millis - RESUME_OVERLAP_MS
+        found = await self._journal(stream)
+        return [e for at, a in found if at >= since and (e := event_for(a, now)) is not None]
+
+    async def _journal(self, stream: Stream) -> list[tuple[int, Announcement]]:
+        """The journal, read once for every resume that attached before the read began: a
+        herd of followers reconnecting at once (an instance restarted) costs one or two
+        scans of the store, not one each. A read that began before this stream attached
+        could miss what was announced in between, so it is not shared with it."""
+        reading = self._reading
+        if reading is None or reading[0] < stream.attached or reading[1].done():
+            reading = (time.monotonic(), asyncio.ensure_future(self._mirror.read_journal()))
+            self._reading = reading
+        return await asyncio.shield(reading[1])
 
     def snapshot(self) -> list[Event]:
         """Every live revocation the mirror holds, as events (without ids)."""

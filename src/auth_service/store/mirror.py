@@ -160,17 +160,18 @@ class MirroredStore:
             if expires > now
         ]
 
-    async def journal_after(self, after_ms: int) -> list[Announcement]:
-        """The journal's announcements at or after ``after_ms``, oldest first."""
+    async def read_journal(self) -> list[tuple[int, Announcement]]:
+        """Every announcement the journal holds, with its milliseconds, oldest first."""
         if self.journal is None:
             return []
-        found: list[tuple[tuple[int, str], Announcement]] = []
+        found: list[tuple[int, str, Announcement]] = []
         for _key, message, _ttl in await self.inner.scan(self.journal.prefix):
             announcement = Announcement.parse(message)
             millis = event_time_ms(announcement.id) if announcement and announcement.id else None
-            if announcement is not None and millis is not None and millis >= after_ms:
-                found.append(((millis, str(announcement.id)), announcement))
-        return [announcement for _order, announcement in sorted(found, key=lambda f: f[0])]
+            if announcement is not None and millis is not None:
+                found.append((millis, str(announcement.id), announcement))
+        found.sort(key=lambda entry: (entry[0], entry[1]))
+        return [(millis, announcement) for millis, _id, announcement in found]
 
     def is_mirrored(self, key: str) -> bool:
         return key.startswith(self.prefixes)
@@ -283,10 +284,12 @@ class MirroredStore:
     def _next_id(self) -> str:
         return f"{self.epoch or '0'}.{int(time.time() * 1000)}-{next(self._sequence)}{self._suffix}"
 
-    async def _announce(self, key: str, value: str | None, ttl_ms: int) -> None:
+    async def _announce(
+        self, key: str, value: str | None, ttl_ms: int, journaled: bool = True
+    ) -> None:
         self._apply(key, value, ttl_ms)
         journal = self.journal
-        journaled = journal is not None and key != journal.epoch_key
+        journaled = journaled and journal is not None and key != journal.epoch_key
         announcement = Announcement(key, value, ttl_ms, self._next_id() if journaled else None)
         message = announcement.message()
         try:
@@ -307,7 +310,9 @@ class MirroredStore:
     async def put_if_absent(self, key: str, value: str, ttl: timedelta) -> bool:
         stored = await self.inner.put_if_absent(key, value, ttl)
         if stored and self.is_mirrored(key):
-            await self._announce(key, value, max(1, int(ttl.total_seconds() * 1000)))
+            # Only the index rebuild writes this way: it is announced (mirrors need it) but not
+            # journaled, as the rebuild gives the index a new epoch, so followers resync anyway.
+            await self._announce(key, value, max(1, int(ttl.total_seconds() * 1000)), False)
         return stored
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:

@@ -78,7 +78,7 @@ async def revocations(
             5, "Too many revocation streams for this client (AUTH_EVENT_STREAMS_PER_CLIENT)."
         ) from exc
     try:
-        first = await feed.opening(last_event_id)
+        first = await feed.opening(stream, last_event_id)
     except BaseException:
         feed.close(stream)
         raise
