@@ -26,7 +26,7 @@ $(CLIENT_STAMP): client/pyproject.toml $(CLIENT_SOURCES)
 	test -x $(CLIENT_VENV)/bin/python || $(PYTHON) -m venv $(CLIENT_VENV)
 	$(CLIENT_VENV)/bin/pip install --quiet --upgrade pip
 	$(CLIENT_VENV)/bin/pip install --quiet --force-reinstall --no-deps ./client
-	$(CLIENT_VENV)/bin/pip install --quiet './client[test]' pytest-xdist
+	$(CLIENT_VENV)/bin/pip install --quiet './client[test]'
 	touch $(CLIENT_STAMP)
 
 run: venv
