@@ -15,21 +15,7 @@ from auth_service_client.errors import ServiceUnavailableError
 from auth_service_client.remote import AuthClient
 from auth_service_client.remote_core import MAX_CACHE_SECONDS
 from auth_service_client.types import Verdict
-
-WALL = 1_800_000_000.0
-
-
-class Clock:
-    """Monotonic and wall time moving together."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def mono(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return WALL + self.now
+from helpers import WALL, Clock
 
 
 class Service:

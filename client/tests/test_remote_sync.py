@@ -22,8 +22,7 @@ from auth_service_client.errors import (
 from auth_service_client.sync import SyncAuthClient
 from auth_service_client.types import Verdict
 from conftest import Service
-
-WALL = 1_800_000_000.0
+from helpers import WALL, Clock
 
 
 class Counting(httpx.BaseTransport):
@@ -39,17 +38,6 @@ class Counting(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def mono(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return WALL + self.now
 
 
 def real(service: Service, **options: Any) -> SyncAuthClient:

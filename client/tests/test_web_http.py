@@ -3,16 +3,12 @@ the dependency's 401/503, ``require_roles``/``require_scopes``' 403, and the mid
 
 import subprocess
 import sys
-import warnings
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
-from starlette.exceptions import StarletteDeprecationWarning
 
-from auth_service_client.errors import ServiceUnavailableError
 from auth_service_client.types import Check, Verdict
 from auth_service_client.web import (
     Authenticator,
@@ -21,29 +17,7 @@ from auth_service_client.web import (
     require_roles,
 )
 from conftest import Service, free_port
-
-with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClient; httpx works
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
-
-
-def remote_check(base_url: str, client_id: str, client_secret: str) -> Check:
-    """A tiny ``Check`` over ``POST /validate`` (independent of the library's AuthClient)."""
-
-    async def check(token: str) -> Verdict:
-        try:
-            async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-                answer = await http.post(
-                    "/validate", json={"token": token}, auth=(client_id, client_secret)
-                )
-        except httpx.TransportError as exc:
-            raise ServiceUnavailableError(str(exc)) from exc
-        if answer.status_code >= 500:
-            raise ServiceUnavailableError(answer.text)
-        assert answer.status_code == 200, answer.text
-        return Verdict.from_json(answer.json())
-
-    return check
+from helpers import TestClient, remote_check
 
 
 def make_app(check: Check, *, realm: str | None = "api") -> FastAPI:

@@ -5,41 +5,17 @@ handshake, the code a browser sees), and ``close_when_revoked`` with a fake Revo
 import asyncio
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI, WebSocket
-from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from auth_service_client.errors import ServiceUnavailableError
 from auth_service_client.types import Check, Verdict
 from auth_service_client.web_ws import authenticate_websocket, close_when_revoked
 from conftest import Service, free_port
-
-with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClient; httpx works
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
-
-
-def remote_check(base_url: str, client_id: str, client_secret: str) -> Check:
-    """A tiny ``Check`` over ``POST /validate`` (independent of the library's AuthClient)."""
-
-    async def check(token: str) -> Verdict:
-        try:
-            async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-                answer = await http.post(
-                    "/validate", json={"token": token}, auth=(client_id, client_secret)
-                )
-        except httpx.TransportError as exc:
-            raise ServiceUnavailableError(str(exc)) from exc
-        assert answer.status_code == 200, answer.text
-        return Verdict.from_json(answer.json())
-
-    return check
+from helpers import TestClient, remote_check
 
 
 class FakeSource:
