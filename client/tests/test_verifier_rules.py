@@ -75,6 +75,10 @@ async def test_a_cached_token_skips_rsa_but_times_and_key_are_rechecked(
             assert (await verifier.verify(tok)).valid
             assert (await verifier.verify(wrong_aud)).error == "invalid_audience"
         assert len(calls) == 2  # one RSA verify per token
+        shared = (await verifier.verify(tok)).claims
+        assert shared is not None
+        with pytest.raises(TypeError):  # a caller cannot change what the cache answers others
+            shared["sub"] = "someone-else"  # type: ignore[index]
         clock.now += 110
         assert (await verifier.verify(tok)).error == "expired"
         clock.now -= 110

@@ -24,6 +24,31 @@ REASONS = (
 """The reasons of ``{valid: false, error}`` (shared/API.md "Validation"), in its order."""
 
 
+class Claims(dict[str, Any]):
+    """A token's claims, read-only: verdicts are cached and shared between callers (the
+    verifier's signature cache, the client's positive cache), so a caller that changed its
+    copy would change every later answer for that token. A ``dict`` still (JSON encoders and
+    equality work as before), with arrays as tuples."""
+
+    def _read_only(self, *_args: object, **_kwargs: object) -> None:
+        raise TypeError("token claims are read-only; copy them with dict(claims)")
+
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = __ior__ = _read_only  # type: ignore[assignment]
+
+
+def freeze(value: Any) -> Any:
+    """JSON data made read-only: objects as ``Claims``, arrays as tuples."""
+    if isinstance(value, dict):
+        frozen = Claims()
+        for key, member in value.items():
+            dict.__setitem__(frozen, key, freeze(member))
+        return frozen
+    if isinstance(value, list | tuple):
+        return tuple(freeze(member) for member in value)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The answer of ``/validate`` for one token, from the service or from a local check."""
@@ -36,7 +61,7 @@ class Verdict:
     def from_json(cls, body: Mapping[str, Any]) -> Verdict:
         """One ``/validate`` result: ``{valid: true, claims}`` or ``{valid: false, error}``."""
         if body.get("valid") is True and isinstance(body.get("claims"), Mapping):
-            return cls(True, dict(body["claims"]))
+            return cls(True, freeze(dict(body["claims"])))
         error = body.get("error")
         return cls(False, None, error if isinstance(error, str) else "malformed")
 

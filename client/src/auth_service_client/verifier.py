@@ -35,7 +35,7 @@ from auth_service_client import rules
 from auth_service_client.errors import ServiceUnavailableError
 from auth_service_client.jwks import JWKS_PATH, JwksCache
 from auth_service_client.revocations import EVENTS_PATH, RevocationFollower
-from auth_service_client.types import Check, Verdict
+from auth_service_client.types import Check, Verdict, freeze
 
 # kid the signature verified against, the claims, their time bounds or the claim rejection
 _Entry = tuple[str, dict[str, Any], rules.TimeBounds | str]
@@ -182,7 +182,7 @@ class LocalVerifier:
             )
         except rules.Rejected as exc:
             outcome = exc.reason
-        entry = (parsed.kid, claims, outcome)
+        entry = (parsed.kid, freeze(claims), outcome)
         if self._size:
             self._cache[token] = entry
             if isinstance(jti := claims.get("jti"), str):
