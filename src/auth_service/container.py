@@ -183,7 +183,12 @@ def build_container(
         owns_store=owns_store,
         mirror=mirror,
         feed=(
-            RevocationFeed(mirror, keyring, per_client=settings.event_streams_per_client)
+            RevocationFeed(
+                mirror,
+                keyring,
+                per_client=settings.event_streams_per_client,
+                heartbeat=settings.event_heartbeat_seconds,
+            )
             if mirror is not None
             else None
         ),

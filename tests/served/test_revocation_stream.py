@@ -8,7 +8,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support.processes import BIN, free_port
-from tests.support.sse import frames, until_synced
+from tests.support.sse import Frame, frames, until_synced
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,7 @@ async def test_the_stream_needs_a_client_starts_synced_and_beats(
             stream = frames(response)
             first = await until_synced(stream)
             assert [f.type for f in first] == ["keys", "resync", "synced"]
+            assert first[-1].data == {"heartbeat": 0.2}
             assert first[0].data == {"revoked": []}
             beat = await asyncio.wait_for(anext(stream), 2)
             assert beat.type == "comment" and beat.data["text"] == "hb"
@@ -133,3 +134,51 @@ async def test_an_exit_signal_ends_open_streams_and_the_process_stops_at_once(
     # uvicorn re-raises the signal once it has shut down gracefully:
     assert code in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in log.read_text()
+
+
+async def _ends_within(stream: AsyncIterator[Frame], seconds: float) -> float:
+    """Read the stream until the server ends it; how long that took."""
+    started = time.monotonic()
+
+    async def drain() -> None:
+        async for _frame in stream:
+            pass
+
+    await asyncio.wait_for(drain(), seconds)
+    return time.monotonic() - started
+
+
+def _rotate(instance: Instance, env: dict[str, str], overlap: int) -> str:
+    """``clients rotate-secret`` from the command line; the new secret."""
+    done = subprocess.run(
+        [BIN, "clients", "rotate-secret", instance.auth[0], "--overlap-seconds", str(overlap)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=instance.log.parent,
+    ).stdout
+    return dict(line.split("=", 1) for line in done.split() if "=" in line)["client_secret"]
+
+
+async def test_a_stream_ends_within_seconds_once_its_secret_is_rotated_away(
+    instance: Instance, stream_environment: dict[str, str]
+) -> None:
+    """It was authenticated once, when it opened, and went on receiving every revocation
+    after its secret was rotated away (and after a previous secret's overlap ended)."""
+    base, old = instance.base, instance.auth
+    url = f"{base}/events/revocations"
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", url, auth=old) as response:
+            stream = frames(response)
+            await until_synced(stream)
+            new = (old[0], _rotate(instance, stream_environment, overlap=0))
+            assert await _ends_within(stream, 5) < 5
+        assert (await http.get(url, auth=old)).status_code == 401
+        async with http.stream("GET", url, auth=new) as response:  # a previous secret's overlap
+            await until_synced(frames(response))
+        _rotate(instance, stream_environment, overlap=3)
+        async with http.stream("GET", url, auth=new) as response:
+            stream = frames(response)
+            await until_synced(stream)  # still good within the overlap...
+            assert await _ends_within(stream, 8) > 2  # ...and ended once it is over

@@ -5,6 +5,7 @@ every bound (streams per client, queue length, deleted clients, loss, shutdown).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -23,8 +24,8 @@ from auth_service.services.revocation_feed import (
     TooManyStreamsError,
     event_for,
 )
-from auth_service.store.base import Store
-from auth_service.store.mirror import Announcement, Journal, MirroredStore
+from auth_service.store.base import Store, StoreUnavailableError
+from auth_service.store.mirror import CHANNEL, Announcement, Journal, MirroredStore
 
 HOUR = timedelta(hours=1)
 JOURNAL = Journal(keys.EVENTS_PREFIX, timedelta(minutes=15), keys.INDEX_MARKER_KEY)
@@ -219,8 +220,12 @@ def test_store_keys_translate_into_events_and_other_keys_into_none() -> None:
     assert event_for(Announcement(keys.INDEX_MARKER_KEY, "e", 10_000, None), now) is None
     assert event_for(Announcement(keys.revoked_after_key("u"), "x", 10_000, None), now) is None
     # A replayed event's ``until`` counts from when it was written, not from now:
-    replayed = event_for(Announcement(keys.sid_key("s"), "1", 10_000, "e.500000-1ab"), now)
+    written = Announcement(keys.sid_key("s"), "1", 10_000, "e.500000-1abcd")
+    replayed = event_for(written, now, replayed=True)
     assert replayed is not None and replayed.data["until"] == 510
+    # ...and a live one's from now, whatever its id says (an id cannot make it expire early):
+    live = event_for(written, now)
+    assert live is not None and live.data["until"] == 1010
 
 
 async def test_a_herd_of_resumes_reads_the_journal_once_but_never_a_read_begun_before_it(
@@ -256,3 +261,48 @@ async def test_a_herd_of_resumes_reads_the_journal_once_but_never_a_read_begun_b
         assert "resync" not in _types(first)
     late_sids = [e.data["sid"] for e in openings[-1] if e.type == "sid"]
     assert "s1" in late_sids or (await late.next(2.0)) is not None
+
+
+async def test_an_id_from_the_channel_that_is_not_ours_cannot_break_the_stream_s_framing(
+    feed: RevocationFeed, mirror: MirroredStore, store: Store
+) -> None:
+    """Anyone who can publish on the store's channel once could end a frame with a newline
+    in the id and append a ``resync`` of their own, which wipes every follower's state."""
+    stream = feed.open("client-a")
+    forged = "x.1-1\nevent: resync\ndata: {}\n\nid: y.2-2"
+    message = json.dumps({"k": keys.jti_key("harmless"), "v": "1", "ms": 60_000, "id": forged})
+    await store.publish(CHANNEL, message)
+    event = await stream.next(2.0)
+    assert event is not None and event.type == "jti" and event.id is None
+    frame = event.frame().decode()
+    assert frame.count("\n\n") == 1 and "resync" not in frame
+    assert event.data["until"] > time.time() + 50  # not the forged id's 1970 time
+    assert Announcement.parse(message) == Announcement(keys.jti_key("harmless"), "1", 60_000, None)
+
+
+class _JournalDown:
+    """A store whose journal writes fail (the rest works)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.published: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def put(self, key: str, value: str, ttl: timedelta) -> None:
+        if key.startswith(keys.EVENTS_PREFIX):
+            raise StoreUnavailableError("journal write refused")
+        await self.inner.put(key, value, ttl)
+
+    async def publish(self, channel: str, message: str) -> None:
+        self.published.append(message)
+        await self.inner.publish(channel, message)
+
+
+async def test_a_journal_write_that_fails_still_reaches_the_live_followers(store: Store) -> None:
+    failing = _JournalDown(store)
+    mirrored = MirroredStore(failing, prefixes=keys.MIRRORED_PREFIXES, journal=JOURNAL)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailableError):
+        await mirrored.put(keys.sid_key("s1"), "1", HOUR)  # the caller still sees the failure
+    assert len(failing.published) == 1 and "s1" in failing.published[0]

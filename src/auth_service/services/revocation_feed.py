@@ -59,14 +59,15 @@ class Event:
         return f"{head}event: {self.type}\ndata: {body}\n\n".encode()
 
 
-def event_for(announcement: Announcement, now: float) -> Event | None:
-    """The stream event for one mirror announcement, or None (not a revocation)."""
+def event_for(announcement: Announcement, now: float, *, replayed: bool = False) -> Event | None:
+    """The stream event for one mirror announcement, or None (not a revocation). A replayed
+    one's ``until`` counts from when it was written (its id's time); a live one's from now."""
     parsed = parse_revocation_key(announcement.key)
     if parsed is None:
         return None
     kind, ident = parsed
-    millis = event_time_ms(announcement.id) if announcement.id else None
-    announced_at = now if millis is None else millis / 1000  # a replay: when it was written
+    millis = event_time_ms(announcement.id) if replayed and announcement.id else None
+    announced_at = now if millis is None else millis / 1000
     until = math.ceil(announced_at + announcement.ttl_ms / 1000)
     value, event_id = announcement.value, announcement.id
     if value is None:  # a removal: only re-enabling a user is one
@@ -121,9 +122,16 @@ class Stream:
 
 class RevocationFeed:
     def __init__(
-        self, mirror: MirroredStore, keyring: KeyRing, *, per_client: int, queue_size: int = 1000
+        self,
+        mirror: MirroredStore,
+        keyring: KeyRing,
+        *,
+        per_client: int,
+        queue_size: int = 1000,
+        heartbeat: float = 15.0,
     ) -> None:
         self._mirror = mirror
+        self.heartbeat = heartbeat
         self._keyring = keyring
         self._per_client = per_client
         self._queue_size = queue_size
@@ -171,7 +179,7 @@ class RevocationFeed:
             events.extend(self.snapshot())
         else:
             events.extend(replay)
-        events.append(Event("synced", {}))
+        events.append(Event("synced", {"heartbeat": self.heartbeat}))
         return events
 
     async def _await_current(self) -> None:
@@ -193,7 +201,11 @@ class RevocationFeed:
             return None
         now, since = time.time(), millis - RESUME_OVERLAP_MS
         found = await self._journal(stream)
-        return [e for at, a in found if at >= since and (e := event_for(a, now)) is not None]
+        return [
+            e
+            for at, a in found
+            if at >= since and (e := event_for(a, now, replayed=True)) is not None
+        ]
 
     async def _journal(self, stream: Stream) -> list[tuple[int, Announcement]]:
         """The journal, read once for every resume that attached before the read began: a

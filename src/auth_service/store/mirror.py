@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -44,6 +45,10 @@ from auth_service.store.following import follow_channel
 log = logging.getLogger(__name__)
 
 CHANNEL = "revocations"
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\.[0-9]{1,15}-[0-9]{1,20}[0-9a-f]{4}")
+"""What ``_next_id`` makes, and nothing else: an id goes into a Server-Sent Events frame, so
+one from the channel that is not of this shape (a newline would end the frame and start
+another) is dropped; the announcement is still applied, without an id."""
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 
@@ -80,7 +85,7 @@ class Announcement:
                 key,
                 value if isinstance(value, str) else None,
                 int(ttl_ms),
-                event_id if isinstance(event_id, str) else None,
+                event_id if isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id) else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -293,9 +298,15 @@ class MirroredStore:
         announcement = Announcement(key, value, ttl_ms, self._next_id() if journaled else None)
         message = announcement.message()
         try:
+            journal_failure: StoreUnavailableError | None = None
             if journal is not None and announcement.id is not None:
-                await self.inner.put(journal.prefix + announcement.id, message, journal.ttl)
+                try:
+                    await self.inner.put(journal.prefix + announcement.id, message, journal.ttl)
+                except StoreUnavailableError as exc:  # still tell the live followers
+                    journal_failure = exc
             await self.inner.publish(CHANNEL, message)
+            if journal_failure is not None:
+                raise journal_failure
         except StoreUnavailableError:
             # Others may have missed it: they resync when their subscription comes back.
             self._current = False

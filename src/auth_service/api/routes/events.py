@@ -7,22 +7,35 @@ and a heartbeat comment. The wire format is in docs/design/client-library.md.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
-from auth_service.api.deps import container_of, get_client_id
+from auth_service.api.deps import (
+    basic_credentials,
+    container_of,
+    get_client_id,
+    resolve_client_ip,
+)
+from auth_service.api.errors import DATABASE_UNAVAILABLE
 from auth_service.api.schemas.common import error_responses
+from auth_service.errors import (
+    AuthError,
+    InvalidClientError,
+    RateLimitedError,
+    ServiceUnavailableError,
+)
 from auth_service.errors import ErrorCode as E
-from auth_service.errors import RateLimitedError, ServiceUnavailableError
 from auth_service.services.revocation_feed import (
     Event,
     RevocationFeed,
     Stream,
     TooManyStreamsError,
 )
+from auth_service.store.base import StoreUnavailableError
 
 router = APIRouter(prefix="/events", tags=["validation"])
 
@@ -30,21 +43,64 @@ _HEARTBEAT = b": hb\n\n"
 _HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
+REAUTH_SECONDS = 1.0
+"""How often an open stream re-checks its client's credentials: a deleted client, a secret
+rotated away and a previous secret whose overlap ended stop it within a second (a check is
+a cache hit unless the client changed)."""
+
+StillAllowed = Callable[[], Awaitable[bool]]
+
+
+def _recheck(request: Request, credentials: tuple[str, str]) -> StillAllowed:
+    """False once the credentials the stream was opened with are refused. A failure to check
+    (store, database, a full hashing queue) keeps the stream: it is checked again next time."""
+    container = container_of(request)
+    peer = request.client.host if request.client else None
+    ip = resolve_client_ip(peer, request.headers.get("x-forwarded-for", ""), container.settings)
+
+    async def still_allowed() -> bool:
+        try:
+            await container.clients.authenticate(*credentials, ip)
+        except InvalidClientError:
+            return False
+        except Exception as exc:
+            if isinstance(exc, (AuthError, StoreUnavailableError, *DATABASE_UNAVAILABLE)):
+                return True
+            raise
+        return True
+
+    return still_allowed
+
+
 async def _frames(
-    feed: RevocationFeed, stream: Stream, first: list[Event], heartbeat: float
+    feed: RevocationFeed,
+    stream: Stream,
+    first: list[Event],
+    heartbeat: float,
+    still_allowed: StillAllowed,
 ) -> AsyncIterator[bytes]:
     try:
-        for event in first:
-            yield event.frame()
+        for opening in first:
+            yield opening.frame()
+        checked = sent = time.monotonic()
         while True:
             try:
-                event_or_end = await stream.next(heartbeat)
+                item: Event | bool | None = await stream.next(min(heartbeat, REAUTH_SECONDS))
             except TimeoutError:
-                yield _HEARTBEAT
-                continue
-            if event_or_end is None:
+                item = False  # nothing came
+            now = time.monotonic()
+            if now - checked >= REAUTH_SECONDS:
+                if not await still_allowed():
+                    return
+                checked = now
+            if item is None:
                 return
-            yield event_or_end.frame()
+            if isinstance(item, Event):
+                yield item.frame()
+                sent = now
+            elif now - sent >= heartbeat:
+                yield _HEARTBEAT
+                sent = now
     finally:
         feed.close(stream)
 
@@ -83,8 +139,10 @@ async def revocations(
         feed.close(stream)
         raise
     heartbeat = container.settings.event_heartbeat_seconds
+    credentials = basic_credentials(request)
+    assert credentials is not None  # get_client_id authenticated them
     return StreamingResponse(
-        _frames(feed, stream, first, heartbeat),
+        _frames(feed, stream, first, heartbeat, _recheck(request, credentials)),
         media_type="text/event-stream",
         headers=_HEADERS,
     )
