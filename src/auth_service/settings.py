@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     revocation_mirror: bool = True
     # The revocation stream (GET /events/revocations): streams per client per instance, and
     # the interval of its heartbeat comment.
-    event_streams_per_client: int = Field(4, ge=1, le=1000)
+    event_streams_per_client: int = Field(32, ge=1, le=1000)
     event_heartbeat_seconds: float = Field(15, gt=0, le=300)
     client_auth_cache_seconds: int = Field(30, ge=0, le=300)
     log_format: Literal["text", "json"] = "text"

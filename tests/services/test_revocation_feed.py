@@ -306,3 +306,25 @@ async def test_a_journal_write_that_fails_still_reaches_the_live_followers(store
     with pytest.raises(StoreUnavailableError):
         await mirrored.put(keys.sid_key("s1"), "1", HOUR)  # the caller still sees the failure
     assert len(failing.published) == 1 and "s1" in failing.published[0]
+
+
+async def test_a_client_reconnecting_in_a_loop_is_refused_before_any_snapshot_is_built(
+    feed: RevocationFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("auth_service.services.revocation_feed.CONNECTS_PER_MINUTE", 3)
+    for _ in range(3):
+        feed.close(await feed.admit("client-a"))
+    with pytest.raises(TooManyStreamsError) as refused:
+        await feed.admit("client-a")
+    assert refused.value.retry_after_seconds >= 1
+    feed.close(await feed.admit("client-b"))  # counted per client
+
+
+async def test_a_stream_closed_for_falling_behind_frees_its_place_at_once(
+    feed: RevocationFeed, mirror: MirroredStore
+) -> None:
+    behind, _other = feed.open("client-a"), feed.open("client-a")
+    for n in range(6):  # queue_size is 5: the first stream overflows (its writer may be stuck)
+        behind.push(Event("jti", {"jti": f"j{n}"}))
+    assert behind.closed
+    feed.open("client-a")

@@ -23,12 +23,13 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from auth_service.db.models import KeyStatus
 from auth_service.errors import ServiceUnavailableError
 from auth_service.services.keyring import KeyRing, KeySnapshot
-from auth_service.services.store_keys import parse_revocation_key
+from auth_service.services.store_keys import parse_revocation_key, stream_connect_key
 from auth_service.store.base import StoreUnavailableError
 from auth_service.store.mirror import (
     Announcement,
@@ -37,6 +38,10 @@ from auth_service.store.mirror import (
     event_time_ms,
 )
 
+CONNECTS_PER_MINUTE = 120
+"""Stream connections per client per minute over all instances: each builds a snapshot (or
+reads the journal), so a client reconnecting in a loop is refused instead of served."""
+
 RESUME_OVERLAP_MS = 5_000
 """A resume replays this much before its last id too: instance clocks differ."""
 
@@ -44,7 +49,11 @@ _CURRENT_WAIT_SECONDS = 2.0
 
 
 class TooManyStreamsError(Exception):
-    """The client already holds ``per_client`` streams on this instance."""
+    """The client holds ``per_client`` streams on this instance, or connected too often."""
+
+    def __init__(self, client_id: str, retry_after_seconds: int = 5) -> None:
+        super().__init__(client_id)
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +152,22 @@ class RevocationFeed:
         keyring.watch(self._keys_replaced)
 
     # -- opening and closing ------------------------------------------------------------
+    async def admit(self, client_id: str) -> Stream:
+        """``open``, after counting the connection against ``CONNECTS_PER_MINUTE``."""
+        try:
+            counted = await self._mirror.hit(
+                stream_connect_key(client_id), CONNECTS_PER_MINUTE, timedelta(minutes=1)
+            )
+        except StoreUnavailableError as exc:
+            raise ServiceUnavailableError("the store is unavailable") from exc
+        if not counted.allowed:
+            raise TooManyStreamsError(client_id, counted.retry_after_seconds)
+        return self.open(client_id)
+
     def open(self, client_id: str) -> Stream:
         if self._shut_down:
             raise ServiceUnavailableError("the instance is shutting down")
-        held = sum(1 for stream in self._streams if stream.client_id == client_id)
+        held = sum(1 for s in self._streams if s.client_id == client_id and not s.closed)
         if held >= self._per_client:
             raise TooManyStreamsError(client_id)
         stream = Stream(client_id, self._queue_size)

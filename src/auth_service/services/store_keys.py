@@ -60,7 +60,12 @@ def parse_revocation_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-# -- the revocation stream's backlog (written by the mirror that announces) ------------------
+# -- the revocation stream ------------------------------------------------------------------
+def stream_connect_key(client_id: str) -> str:
+    """Counter: a client's stream connections (all instances); TTL: revocation_feed's window."""
+    return f"events-connect:{client_id}"
+
+
 EVENTS_PREFIX = "events:"
 """``events:<id>``: one announcement, for resuming streams; TTL: the access TTL + leeway."""
 

@@ -30,6 +30,7 @@ from auth_service.errors import (
 )
 from auth_service.errors import ErrorCode as E
 from auth_service.services.revocation_feed import (
+    CONNECTS_PER_MINUTE,
     Event,
     RevocationFeed,
     Stream,
@@ -128,10 +129,13 @@ async def revocations(
     if feed is None:
         raise ServiceUnavailableError("the revocation stream needs AUTH_REVOCATION_MIRROR=true")
     try:
-        stream = feed.open(client_id)
+        stream = await feed.admit(client_id)
     except TooManyStreamsError as exc:
         raise RateLimitedError(
-            5, "Too many revocation streams for this client (AUTH_EVENT_STREAMS_PER_CLIENT)."
+            exc.retry_after_seconds,
+            "Too many revocation streams for this client: at most "
+            "AUTH_EVENT_STREAMS_PER_CLIENT open on an instance, and "
+            f"{CONNECTS_PER_MINUTE} connections a minute.",
         ) from exc
     try:
         first = await feed.opening(stream, last_event_id)
