@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # The client library is tested from a venv of its own, installed from ./client as a user
 # would (not editable): what it needs beyond httpx and pyjwt shows up as a failure there.
-CLIENT_VENV := client/.venv
+CLIENT_VENV := .venv-client
 CLIENT_STAMP := $(CLIENT_VENV)/.installed-stamp
 CLIENT_SOURCES := $(shell find client/src -name '*.py' -o -name 'py.typed')
 
@@ -27,6 +27,7 @@ $(CLIENT_STAMP): client/pyproject.toml $(CLIENT_SOURCES)
 	$(CLIENT_VENV)/bin/pip install --quiet --upgrade pip
 	$(CLIENT_VENV)/bin/pip install --quiet --force-reinstall --no-deps ./client
 	$(CLIENT_VENV)/bin/pip install --quiet './client[test]'
+	rm -rf client/build  # setuptools' copy of the sources: not ours to keep
 	touch $(CLIENT_STAMP)
 
 run: venv

@@ -19,7 +19,7 @@ echo "== branch coverage (both passes)"
 "$PY" -m coverage report --fail-under=85
 
 echo "== the client library (client/): its own tests, against served instances"
-(cd client && AUTH_SERVICE_COMMAND="$PWD/../.venv/bin/auth-service" .venv/bin/python -m pytest -q "${WORKERS[@]}")
+(cd client && AUTH_SERVICE_COMMAND="$PWD/../.venv/bin/auth-service" ../.venv-client/bin/python -m pytest -q "${WORKERS[@]}")
 
 echo "== the single source of truth: no token handled outside the client library in examples/"
 .venv/bin/auth-service-client ssot-check examples

@@ -8,6 +8,7 @@ these tests against the service checked out beside it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -112,11 +113,9 @@ class Service:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self._process.poll() is None, self.log()
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
                     return
-            except httpx.TransportError:
-                pass
             time.sleep(0.1)
         pytest.fail("the service did not become ready:\n" + self.log())
 
