@@ -197,8 +197,8 @@ async def test_no_byte_for_twice_the_heartbeat_reconnects(fake: FakeStream) -> N
         follower.start()
         first = await fake.next_connection(1)
         first.put_nowait(frame("synced"))
-        for _ in range(5):  # heartbeats keep it up...
-            await asyncio.sleep(0.1)
+        for _ in range(10):  # heartbeats (within the 0.1 s) keep it up...
+            await asyncio.sleep(0.05)
             first.put_nowait(b": hb\n\n")
         assert len(fake.connections) == 1 and follower.current
         await fake.next_connection(2)  # ...silence does not (0.2 s)

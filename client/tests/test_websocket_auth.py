@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -97,6 +98,17 @@ def test_the_query_parameter_only_when_enabled(service: Service, check: Check) -
 def test_a_missing_token_closes_1008(check: Check) -> None:
     closed = closed_with(TestClient(make_app(check, FakeSource(), [])))
     assert (closed.code, closed.reason) == (1008, "missing token")
+
+
+def test_two_authorization_headers_close_1008(service: Service, check: Check) -> None:
+    """Which of two headers counts would depend on the reader: neither does."""
+    mine, other = service.login()["access_token"], service.login()["access_token"]
+    client = TestClient(make_app(check, FakeSource(), []))
+    headers = httpx.Headers(
+        [("authorization", f"Bearer {mine}"), ("authorization", f"Bearer {other}")]
+    )
+    closed = closed_with(client, headers=headers)
+    assert closed.code == 1008
 
 
 def test_a_bad_token_closes_1008_with_the_reason(check: Check) -> None:

@@ -9,6 +9,10 @@
   that honours max-age never meets a fresh kid in normal operation.
 - A failed fetch keeps the keys held (they are retried after ``refetch_interval``); with no
   keys at all it raises ``ServiceUnavailableError``.
+- A lapsed copy is used for at most ``max_stale`` seconds (default 300) past its max-age while
+  refetches fail (still one per ``refetch_interval``). Past that, ``get`` raises
+  ``ServiceUnavailableError`` (fail closed: ``LocalVerifier.verify`` raises it too) until a
+  refetch succeeds; an outage of the JWKS never keeps an old key in use indefinitely.
 """
 
 from __future__ import annotations
@@ -85,12 +89,14 @@ class JwksCache:
         *,
         refetch_interval: float = 5.0,
         default_max_age: float = 60.0,
+        max_stale: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._url = url
         self._refetch_interval = refetch_interval
         self._default_max_age = default_max_age
+        self._max_stale = max_stale
         self._clock = clock
         self._keys: dict[str, RSAPublicKey] = {}
         self._etag: str | None = None
@@ -127,6 +133,8 @@ class JwksCache:
             key = self._keys.get(kid)
         if key is None and not self._loaded:
             raise ServiceUnavailableError("the JWKS could not be fetched")
+        if self._clock() >= self._fresh_until + self._max_stale:
+            raise ServiceUnavailableError("the JWKS copy lapsed and could not be refetched")
         return key
 
     async def refresh(self, *, min_interval: float = 1.0) -> None:

@@ -7,8 +7,13 @@ format of docs/design/client-library.md) applied to bounded, TTL'd in-memory set
   ``client`` (deleted), ``keys`` (the revoked kids; JWKS refetched, at most once a second),
   ``resync`` (drop every entry held), ``synced`` (current from here on). Entries are
   forgotten after their ``until``.
+- Healthy while a byte (an event or the heartbeat comment) came within ``heartbeat`` seconds
+  (15 s, or the ``heartbeat`` the ``synced`` event's data names: a number in (0, 300]).
+  ``stale_for()`` counts from the last byte + ``heartbeat`` (connected but silent) or from
+  the last good moment (lost), so a frozen server is stale after ``heartbeat`` seconds.
 - Lost stream: not current; reconnect with exponential back-off and ``Last-Event-ID``. No
-  byte for twice the heartbeat (15 s) counts as lost.
+  byte for twice the heartbeat counts as lost; so does a protocol error (an event over 1 MiB,
+  a line over 1 MiB).
 - ``revoked_reason(claims)`` uses the service's precedence: ``user_disabled``, then
   ``token_revoked`` (jti), ``session_revoked``, ``token_revoked`` (revoke-after); a service
   token: its jti or its deleted client → ``token_revoked``.
@@ -38,7 +43,17 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/events/revocations"
 _EOL = re.compile(r"\r\n|\r|\n")
-_MAX_LINE = 1 << 20
+_MAX_LINE = 1 << 20  # the unparsed buffer (one line without its end)
+_MAX_EVENT = 1 << 20  # the data lines of one event, together
+_MAX_HEARTBEAT = 300.0
+
+
+def heartbeat_of(data: Mapping[str, Any]) -> float | None:
+    """The ``heartbeat`` a ``synced`` event's data announces, if plausible (0 < s <= 300)."""
+    value = data.get("heartbeat")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value <= _MAX_HEARTBEAT else None
 
 
 def basic_auth(client_id: str, client_secret: str) -> str:
@@ -55,13 +70,15 @@ class SseEvent:
 
 
 class SseParser:
-    """Incremental text/event-stream parsing (HTML Living Standard §9.2.6)."""
+    """Incremental text/event-stream parsing (HTML Living Standard §9.2.6). ``ValueError``
+    (a protocol error) past ``_MAX_LINE`` unparsed or ``_MAX_EVENT`` of one event's data."""
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
         self._event = ""
         self._data: list[str] = []
+        self._size = 0  # characters in _data (and its line ends)
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
@@ -88,6 +105,9 @@ class SseParser:
         if name == "event":
             self._event = value
         elif name == "data":
+            self._size += len(value) + 1
+            if self._size > _MAX_EVENT:
+                raise ValueError("an SSE event over 1 MiB")
             self._data.append(value)
         elif name == "id" and "\0" not in value:
             self._id = value
@@ -95,9 +115,14 @@ class SseParser:
 
     def _dispatch(self) -> SseEvent | None:
         event, data, self._event, self._data = self._event or "message", self._data, "", []
+        self._size = 0
         if not data:
             return None
         return SseEvent(event, "\n".join(data), self._id)
+
+    def held(self) -> int:
+        """Characters held: the unparsed buffer and the pending event's data."""
+        return len(self._buffer) + self._size
 
 
 class RevocationState:
@@ -194,8 +219,8 @@ class RevocationState:
 
 class RevocationFollower:
     """Follows the stream in a background task (``start``/``aclose``); implements the
-    ``types.RevocationSource`` protocol. ``current`` is True between a ``synced`` and the
-    next loss of the stream; ``stale_for()`` says for how long it has not been."""
+    ``types.RevocationSource`` protocol. ``current`` is True after a ``synced`` while a byte
+    came within ``heartbeat`` seconds; ``stale_for()`` says for how long it has not been."""
 
     def __init__(
         self,
@@ -218,7 +243,8 @@ class RevocationFollower:
         self.state = RevocationState(max_entries)
         self.last_event_id: str | None = None
         self._synced = False
-        self._lost_at = monotonic()
+        self._lost_at = monotonic()  # once lost: the last moment the state was good
+        self._last_byte = monotonic()
         self._ever_synced = False
         self._callbacks: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -226,16 +252,25 @@ class RevocationFollower:
         self._synced_event = asyncio.Event()
 
     @property
+    def heartbeat(self) -> float:
+        """The heartbeat interval in use (the service's, once a ``synced`` named it)."""
+        return self._heartbeat
+
+    @property
     def current(self) -> bool:
-        return self._synced and not self.state.lossy
+        return self.stale_for() == 0.0
 
     def stale_for(self) -> float:
-        """Seconds not current (infinite before the first ``synced``); 0 while current."""
-        if self.current:
-            return 0.0
-        if not self._ever_synced:
+        """Seconds not current (infinite before the first ``synced`` or while lossy): 0
+        while a byte came within ``heartbeat``; else since last byte + ``heartbeat``, or,
+        once lost, since the last good moment."""
+        if not self._ever_synced or self.state.lossy:
             return float("inf")
-        return self._monotonic() - self._lost_at
+        good_until = self._good_until() if self._synced else self._lost_at
+        return max(0.0, self._monotonic() - good_until)
+
+    def _good_until(self) -> float:
+        return self._last_byte + self._heartbeat
 
     def start(self) -> None:
         if self._task is None:
@@ -264,7 +299,7 @@ class RevocationFollower:
 
     def _lose(self) -> None:
         if self._synced:
-            self._lost_at = self._monotonic()
+            self._lost_at = min(self._monotonic(), self._good_until())
         self._synced = False
         self._synced_event.clear()
 
@@ -295,10 +330,12 @@ class RevocationFollower:
                 raise RejectedStream(resp.status_code, float(retry) if retry.isdigit() else 0)
             parser, chunks = SseParser(), resp.aiter_bytes().__aiter__()
             while True:
-                try:
-                    chunk = await asyncio.wait_for(anext(chunks), 2 * self._heartbeat)
+                try:  # not wait_for: on 3.11 it can swallow a cancel (aclose would hang)
+                    async with asyncio.timeout(2 * self._heartbeat):
+                        chunk = await anext(chunks)
                 except StopAsyncIteration:
                     return self._ever_synced and self._synced
+                self._last_byte = self._monotonic()
                 for event in parser.feed(chunk):
                     await self._handle(event)
 
@@ -311,6 +348,8 @@ class RevocationFollower:
                 self.state.clear()
             elif event.event == "synced":
                 self.state.prune(self._clock())
+                if (heartbeat := heartbeat_of(data)) is not None:
+                    self._heartbeat = heartbeat
                 self._synced = self._ever_synced = True
                 self._synced_event.set()
             elif event.event == "keys":

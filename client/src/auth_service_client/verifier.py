@@ -10,13 +10,20 @@ times (``expired``, ``not_yet_valid``) → revocation (``user_disabled``, ``toke
 the token string), so a repeat skips parsing and RSA; its key, times and revocations are
 checked again on every call.
 
-Revocation: with ``revocations=False`` nothing is revoked locally (a logged-out token stays
-valid until it expires; a revoked key's tokens until the JWKS copy lapses). With
+Revocation: with ``revocations=False`` nothing is revoked locally: a logged-out token stays
+valid until it expires, and a revoked key's tokens are refused only once the JWKS copy lapses,
+and then as ``unknown_key`` (the JWKS does not list revoked keys; ``/validate`` says
+``key_revoked``): the stream is what gives ``key_revoked``, and immediately. With
 ``revocations=True`` a background task follows ``GET /events/revocations``. While that state
-is not current (before the first ``synced``, or lost for longer than ``stale_after``), a token
-that passes every local check is decided by ``fallback`` (e.g. ``AuthClient.validate``);
-without a fallback, ``verify`` raises ``ServiceUnavailableError`` instead of risking a
-revoked token.
+is not current (before the first ``synced``, or not current for longer than ``stale_after``),
+a token that passes every local check is decided by ``fallback`` (e.g.
+``AuthClient.validate``); without a fallback, ``verify`` raises ``ServiceUnavailableError``
+instead of risking a revoked token. The stream is current while a byte came within its
+``heartbeat``, so the stale bound is ``heartbeat + stale_after`` after the last byte.
+
+Other differences from ``/validate``: a token over 16 KiB is ``malformed`` here, where
+``/validate`` answers ``422``; a JWKS copy past its max-age + ``max_stale`` (refetches failing)
+makes ``verify`` raise ``ServiceUnavailableError``.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ class LocalVerifier:
         fallback: Check | None = None,
         cache_size: int = 10_000,
         refetch_interval: float = 5.0,
+        max_stale: float = 300.0,
         heartbeat: float = 15.0,
         backoff: tuple[float, float] = (0.5, 30.0),
         http: httpx.AsyncClient | None = None,
@@ -88,7 +96,11 @@ class LocalVerifier:
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         base = base_url.rstrip("/")
         self.jwks = JwksCache(
-            self._http, base + JWKS_PATH, refetch_interval=refetch_interval, clock=monotonic
+            self._http,
+            base + JWKS_PATH,
+            refetch_interval=refetch_interval,
+            max_stale=max_stale,
+            clock=monotonic,
         )
         self.follower: RevocationFollower | None = None
         if revocations:

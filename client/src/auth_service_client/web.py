@@ -3,6 +3,11 @@ the contract's shape, ``require_roles``/``require_scopes``, a middleware that se
 ``request.state.principal``; the WebSocket helpers are in ``web_ws``. Every helper takes a
 ``Check``: ``AuthClient.validate`` or ``LocalVerifier.verify``.
 
+The middleware and the dependency read the token through one function (``request_bearer``):
+a request with more than one ``Authorization`` header has no token for either (no principal,
+``principal_error="invalid_request"``; the dependency answers 401 ``invalid_token`` with
+``WWW-Authenticate: Bearer error="invalid_request"``), so they can never see different users.
+
 No ``from __future__ import annotations`` here: FastAPI must resolve the dependencies' annotations,
 which name closure variables."""
 
@@ -34,6 +39,7 @@ __all__ = [
     "bearer_token",
     "check_token",
     "install_error_handler",
+    "request_bearer",
     "require_roles",
     "require_scopes",
 ]
@@ -84,6 +90,17 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def request_bearer(scope: Scope) -> tuple[str | None, bool]:
+    """``(token, ambiguous)`` of a request's ``Authorization`` header: ``(None, True)`` when
+    more than one was sent (refused: which one counts would depend on the reader)."""
+    values = [
+        value for name, value in scope.get("headers") or [] if name.lower() == b"authorization"
+    ]
+    if len(values) > 1:
+        return None, True
+    return bearer_token(values[0].decode("latin-1") if values else None), False
+
+
 async def check_token(check: Check, token: str) -> Verdict:
     """The check's verdict; any library error becomes ``ServiceUnavailableError``: with no
     verdict the token is neither valid nor invalid."""
@@ -114,7 +131,7 @@ class Authenticator:
             headers = {"WWW-Authenticate": _challenge(self.realm)}
             raise AuthError(401, "invalid_token", "A bearer token is required.", headers)
         cached = (scope or {}).get(_VERDICT_KEY)
-        if cached is not None and cached[0] == self.check and cached[1] == token:
+        if cached is not None and cached[0] == self.check and cached[1] == token:  # same token
             verdict: Verdict = cached[2]
         else:
             try:
@@ -135,7 +152,14 @@ class Authenticator:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> Claims:
-        return await self.verify(credentials.credentials if credentials else None, request.scope)
+        del credentials  # declared for OpenAPI; the token is read as the middleware reads it
+        token, ambiguous = request_bearer(request.scope)
+        if ambiguous:
+            text = "more than one Authorization header"
+            challenge = _challenge(self.realm, error="invalid_request", error_description=text)
+            raise AuthError(401, "invalid_token", f"The request is not valid: {text}.",
+                            {"WWW-Authenticate": challenge})  # fmt: skip
+        return await self.verify(token, request.scope)
 
     def require_roles(self, *roles: str) -> Callable[..., Awaitable[Claims]]:
         """A dependency: the claims when the ``roles`` claim holds every one of ``roles``."""
@@ -187,7 +211,8 @@ def require_scopes(*scopes: str, auth: Authenticator) -> Callable[..., Awaitable
 class PrincipalMiddleware:
     """Pure ASGI middleware: for every HTTP request sets ``request.state.principal`` (the
     claims of a valid Bearer token, else None) and ``request.state.principal_error`` (None, a
-    reason, or ``service_unavailable``). It never rejects a request: routes decide."""
+    reason, ``invalid_request`` for more than one ``Authorization`` header, or
+    ``service_unavailable``). It never rejects a request: routes decide."""
 
     def __init__(self, app: ASGIApp, check: Check) -> None:
         self.app = app
@@ -198,9 +223,11 @@ class PrincipalMiddleware:
             state = scope.setdefault("state", {})
             principal: Claims | None = None
             error: str | None = None
-            headers = dict(scope.get("headers") or [])
-            token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
-            if token:
+            scope.pop(_VERDICT_KEY, None)  # only a verdict computed here, for this token
+            token, ambiguous = request_bearer(scope)
+            if ambiguous:
+                error = "invalid_request"
+            elif token:
                 try:
                     verdict = await check_token(self.check, token)
                 except ServiceUnavailableError:

@@ -23,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
 from auth_service_client.errors import ServiceUnavailableError
 from auth_service_client.types import Check, RevocationSource, Verdict
-from auth_service_client.web import Claims, bearer_token, check_token
+from auth_service_client.web import Claims, check_token, request_bearer
 
 __all__ = [
     "BEARER_SUBPROTOCOL",
@@ -41,8 +41,11 @@ BEARER_SUBPROTOCOL = "bearer"
 def websocket_token(ws: WebSocket, *, query_param: str | None = None) -> str | None:
     """The token of a WebSocket handshake: ``Authorization: Bearer``, else the subprotocol
     after ``bearer`` (``new WebSocket(url, ["bearer", token])``), else ``query_param`` if given
-    (off by default: query strings end up in access logs)."""
-    token = bearer_token(ws.headers.get("authorization"))
+    (off by default: query strings end up in access logs). Two ``Authorization`` headers are
+    no token (which one counts would depend on the reader), as for HTTP requests."""
+    token, ambiguous = request_bearer(ws.scope)
+    if ambiguous:
+        return None
     protocols = list(ws.scope.get("subprotocols") or [])
     if token is None and BEARER_SUBPROTOCOL in protocols:
         at = protocols.index(BEARER_SUBPROTOCOL)
