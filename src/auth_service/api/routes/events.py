@@ -18,7 +18,7 @@ from auth_service.api.deps import (
     basic_credentials,
     container_of,
     get_client_id,
-    resolve_client_ip,
+    get_client_ip,
 )
 from auth_service.api.errors import DATABASE_UNAVAILABLE
 from auth_service.api.schemas.common import error_responses
@@ -52,12 +52,11 @@ a cache hit unless the client changed)."""
 StillAllowed = Callable[[], Awaitable[bool]]
 
 
-def _recheck(request: Request, credentials: tuple[str, str]) -> StillAllowed:
+async def _recheck(request: Request, credentials: tuple[str, str]) -> StillAllowed:
     """False once the credentials the stream was opened with are refused. A failure to check
     (store, database, a full hashing queue) keeps the stream: it is checked again next time."""
     container = container_of(request)
-    peer = request.client.host if request.client else None
-    ip = resolve_client_ip(peer, request.headers.get("x-forwarded-for", ""), container.settings)
+    ip = await get_client_ip(request, container.settings)  # as the first authentication
 
     async def still_allowed() -> bool:
         try:
@@ -146,7 +145,7 @@ async def revocations(
     credentials = basic_credentials(request)
     assert credentials is not None  # get_client_id authenticated them
     return StreamingResponse(
-        _frames(feed, stream, first, heartbeat, _recheck(request, credentials)),
+        _frames(feed, stream, first, heartbeat, await _recheck(request, credentials)),
         media_type="text/event-stream",
         headers=_HEADERS,
     )
