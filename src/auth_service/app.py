@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from auth_service import __version__
+from auth_service.api.browser import BrowserMode
+from auth_service.api.cors import AllowListCORSMiddleware
+from auth_service.api.docs import DOCS_PATH, OPENAPI_PATH, install_docs
 from auth_service.api.errors import install_error_handlers
-from auth_service.api.middleware import RequestContextMiddleware
+from auth_service.api.middleware import RequestContextMiddleware, SecurityHeaders
+from auth_service.api.openapi import install_openapi
 from auth_service.api.routes import (
     account,
     admin,
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         )
         async with parts as started:
             app.state.container = started
+            app.state.browser = BrowserMode(started.settings)
             feed = started.feed
             with on_exit_signal(feed.shut_down if feed is not None else _nothing):
                 yield
@@ -57,19 +61,22 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         version=__version__,
         summary="The single source of truth for JWTs: keys, login, refresh and validation.",
         lifespan=lifespan,
-        responses=error_responses(404, 405, 413, 500),  # any route can answer these
+        responses=error_responses(404, 405, 413, 500, 503),  # any route can answer these
+        openapi_url=OPENAPI_PATH if settings.docs_served else None,
+        docs_url=None,  # ours, with its own Content-Security-Policy (api/docs.py)
+        redoc_url=None,
     )
     install_error_handlers(app)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
-            allow_credentials=False,
-        )
+    install_openapi(app)
+    policies = {DOCS_PATH: install_docs(app)} if settings.docs_served else {}
+    security = SecurityHeaders(hsts=settings.environment == "production", policies=policies)
+    # Outermost last: request id, security headers and the size cap see every answer.
     app.add_middleware(LoadSheddingMiddleware)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(AllowListCORSMiddleware, settings=settings)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_request_bytes, security=security
+    )
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)
     app.include_router(events.router)

@@ -7,6 +7,7 @@
     ├── NotFoundError              404 not_found
     ├── MethodNotAllowedError      405 method_not_allowed
     ├── RequestTooLargeError       413 request_too_large
+    ├── UnsupportedMediaTypeError  415 unsupported_media_type
     ├── RateLimitedError           429 rate_limited (+ Retry-After)
     ├── UnauthorizedError          401 invalid_token
     │   ├── InvalidCredentialsError, InvalidClientError
@@ -14,7 +15,7 @@
     ├── MfaCodeRejectedError       400 invalid_mfa_code (TOTP setup and disable)
     ├── WeakPasswordError          422 weak_password
     ├── ForbiddenError             403 forbidden
-    │   └── RegistrationClosedError, AccountDisabledError
+    │   └── RegistrationClosedError, AccountDisabledError, CsrfFailedError
     ├── ConflictError              409
     │   └── EmailTakenError, RotationInProgressError
     ├── ServiceUnavailableError    503 service_unavailable (+ Retry-After)
@@ -56,6 +57,8 @@ class ErrorCode(StrEnum):
     SERVER_ERROR = "server_error"
     INVALID_SCOPE = "invalid_scope"
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    CSRF_FAILED = "csrf_failed"
 
 
 class AuthError(Exception):
@@ -115,6 +118,12 @@ class RequestTooLargeError(AuthError):
     code = ErrorCode.REQUEST_TOO_LARGE
     status_code = 413
     description = "The request body is too large."
+
+
+class UnsupportedMediaTypeError(AuthError):
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    status_code = 415
+    description = "The body must be application/json."
 
 
 class RateLimitedError(AuthError):
@@ -209,6 +218,14 @@ class RegistrationClosedError(ForbiddenError):
 class AccountDisabledError(ForbiddenError):
     code = ErrorCode.ACCOUNT_DISABLED
     description = "This account is disabled."
+
+
+class CsrfFailedError(ForbiddenError):
+    code = ErrorCode.CSRF_FAILED
+    description = (
+        "A request authenticated by the refresh cookie must carry X-CSRF-Token equal to the"
+        " csrf_token the last login or refresh answered."
+    )
 
 
 class ConflictError(AuthError):

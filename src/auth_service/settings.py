@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     known_client_days: int = Field(30, ge=0, le=365)  # a past login lets (account, IP) pass
     registration_open: bool = True
     cors_origins: CommaList = Field(default_factory=list)
+    # Beyond API.md: browser frontends (docs/design/browser.md).
+    cors_max_age_seconds: int = Field(600, ge=0, le=86_400)
+    refresh_cookie: bool = False
+    refresh_cookie_path: str = Field("/auth", pattern=r"^/(auth/?)?$")
+    docs_enabled: bool | None = None  # unset: on in development, off in production
     trusted_proxies: CommaList = Field(default_factory=list)
     mail_backend: Literal["log", "file", "smtp"] = "log"
     mail_file_path: Path = Path("var") / "mail.jsonl"
@@ -186,6 +191,12 @@ class Settings(BaseSettings):
         return None if path in ("", ":memory:") else Path(path)
 
     @property
+    def docs_served(self) -> bool:
+        if self.docs_enabled is None:
+            return self.environment == "development"
+        return self.docs_enabled
+
+    @property
     def admin_mfa_required(self) -> bool:
         if self.admin_require_mfa is None:
             return self.environment == "production"
@@ -255,10 +266,7 @@ def production_problems(settings: Settings) -> list[str]:
     weakness = secret_weakness(secret)
     if weakness:
         problems.append(weakness)
-    if any(origin.strip().lower() in ("*", "null") for origin in settings.cors_origins):
-        problems.append(
-            "AUTH_CORS_ORIGINS contains '*' or 'null': list the allowed origins explicitly"
-        )
+    problems += _cors_problems(settings)
     if any(proxy.strip() == "*" for proxy in settings.trusted_proxies):
         problems.append("AUTH_TRUSTED_PROXIES contains '*': any client could forge its address")
     if settings.is_sqlite:
@@ -278,6 +286,30 @@ def production_problems(settings: Settings) -> list[str]:
     problems += _mail_problems(settings)
     if urlsplit(settings.password_reset_url).scheme != "https":
         problems.append("AUTH_PASSWORD_RESET_URL is not an https URL")
+    return problems
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _cors_problems(settings: Settings) -> list[str]:
+    """Production grants credentials only to exact https origins (or a loopback http one)."""
+    problems: list[str] = []
+    for origin in settings.cors_origins:
+        if origin.strip().lower() in ("*", "null"):
+            problems.append(
+                "AUTH_CORS_ORIGINS contains '*' or 'null': list the allowed origins explicitly"
+            )
+            continue
+        parts = urlsplit(origin)
+        try:
+            host, _ = parts.hostname, parts.port  # a port that is not a number raises
+        except ValueError:
+            host = None
+        if parts.scheme == "http" and host is not None and host not in _LOOPBACK_HOSTS:
+            problems.append(f"AUTH_CORS_ORIGINS has {origin!r}: only https origins in production")
+        elif parts.scheme not in ("http", "https") or parts.path or parts.query or not host:
+            problems.append(f"AUTH_CORS_ORIGINS has {origin!r}: an origin is scheme://host[:port]")
     return problems
 
 

@@ -100,8 +100,8 @@ async def test_the_endpoints_need_a_client_and_a_form(service: Service, path: st
     gateway = await new_client(service, name="gateway")
     assert (await service.client.post(path, data={"token": "x"})).status_code == 401
     as_json = await service.client.post(path, json={"token": "x"}, headers=gateway.basic)
-    assert as_json.status_code == 400
-    assert as_json.json()["error"] == "invalid_request"
+    assert as_json.status_code == 415
+    assert as_json.json()["error"] == "unsupported_media_type"
     assert as_json.headers["cache-control"] == "no-store"
     twice = await form(service, path, [("token", "a"), ("token", "b")], gateway)
     assert twice.status_code == 400

@@ -103,14 +103,31 @@ async def test_other_grants_are_unsupported(service: Service) -> None:
     [
         ("application/json", json.dumps(GRANT).encode()),
         ("text/plain", b"grant_type=client_credentials"),
+        ("multipart/form-data; boundary=x", b"--x--"),
+    ],
+)
+async def test_a_body_that_is_not_a_form_is_415(
+    service: Service, content_type: str, body: bytes
+) -> None:
+    client = await new_client(service)
+    response = await service.client.post(
+        "/oauth/token", content=body, headers={**client.basic, "Content-Type": content_type}
+    )
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported_media_type"
+    _no_store(response)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
         ("application/x-www-form-urlencoded", b"grant_type=client_credentials&grant_type=x"),
         ("application/x-www-form-urlencoded", b"\xff\xfe=\x00"),
         ("application/x-www-form-urlencoded", b"grant_type"),
         ("application/x-www-form-urlencoded", "&".join(f"f{n}=1" for n in range(40)).encode()),
-        ("multipart/form-data; boundary=x", b"--x--"),
     ],
 )
-async def test_a_body_that_is_not_one_clean_form_is_400(
+async def test_a_form_that_is_not_one_clean_form_is_400(
     service: Service, content_type: str, body: bytes
 ) -> None:
     client = await new_client(service)

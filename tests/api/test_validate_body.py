@@ -130,17 +130,17 @@ async def test_a_body_not_declared_as_json_is_refused(
     service: Service, path: str, content_type: str | None
 ) -> None:
     """API.md is JSON in and out, as every other JSON route: a text/plain or untyped body (a
-    browser sends one cross-site without a preflight) is refused, after client auth."""
+    browser sends one cross-site without a preflight) is refused with 415, after client auth."""
     user = await register_and_login(service)
     headers = await client_headers(service)
     if content_type is not None:
         headers["content-type"] = content_type
     body = body_with_token(path, f'"{user.pair["access_token"]}"'.encode())
     response = await service.client.post(path, content=body, headers=headers)
-    assert response.status_code == 422, response.text
+    assert response.status_code == 415, response.text
     assert response.json() == {
-        "error": "invalid_request",
-        "error_description": "body: the body must be JSON (Content-Type: application/json)",
+        "error": "unsupported_media_type",
+        "error_description": "The body must be application/json.",
     }
 
 

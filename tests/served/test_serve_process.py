@@ -38,3 +38,15 @@ def test_served_process_publishes_two_keys_made_now(
         assert secret_file.stat().st_mode & 0o077 == 0
         assert "generated a development key-encryption secret" in log.read_text()
         assert secret_file.read_text().strip() not in log.read_text()
+
+
+def test_a_served_process_sends_no_server_header_and_every_security_header(
+    served: tuple[str, Path],
+) -> None:
+    """uvicorn's own ``server`` header is off; the middleware's headers reach the wire."""
+    base, _ = served
+    for path in ("/health/live", "/nowhere", "/.well-known/jwks.json"):
+        response = httpx.get(f"{base}{path}", timeout=5)
+        assert "server" not in response.headers, path
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")

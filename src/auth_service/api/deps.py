@@ -101,6 +101,18 @@ async def get_access_claims(request: Request, validator: ValidatorDep) -> dict[s
 AccessClaimsDep = Annotated[dict[str, Any], Depends(get_access_claims)]
 
 
+async def get_optional_access_claims(
+    request: Request, validator: ValidatorDep
+) -> dict[str, Any] | None:
+    """None without an Authorization header; else as ``get_access_claims`` (401 if bad)."""
+    if "authorization" not in request.headers:
+        return None
+    return await get_access_claims(request, validator)
+
+
+OptionalAccessClaimsDep = Annotated[dict[str, Any] | None, Depends(get_optional_access_claims)]
+
+
 def user_id(claims: dict[str, Any]) -> uuid.UUID:
     """The user id of a user access token's claims (``get_access_claims``)."""
     return uuid.UUID(str(claims["sub"]))

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (cheap on the hot path): request ids and the request-size limit."""
+"""Pure ASGI middleware (cheap on the hot path): request ids, the security headers of every
+response, and the request-size limit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,46 @@ import secrets
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CACHE_CONTROL = b"cache-control"
+_NO_STORE = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
+STRICT_POLICY = "default-src 'none'; frame-ancestors 'none'"
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+class SecurityHeaders:
+    """The headers every response gets, built once: ``for_path`` is a lookup, not a build.
+
+    A response whose route set no ``Cache-Control`` also gets ``no-store`` + ``Pragma``: only
+    the public, cacheable documents (JWKS, discovery) set their own, so every answer that
+    carries a token, a secret, a TOTP secret or recovery codes is no-store without its route
+    having to remember it.
+    """
+
+    def __init__(self, *, hsts: bool, policies: dict[str, str] | None = None) -> None:
+        def build(policy: str) -> tuple[tuple[bytes, bytes], ...]:
+            fixed = [
+                (b"x-content-type-options", b"nosniff"),
+                (b"referrer-policy", b"no-referrer"),
+                (b"content-security-policy", policy.encode()),
+            ]
+            if hsts:
+                fixed.append((b"strict-transport-security", HSTS.encode()))
+            return tuple(fixed)
+
+        self.default = build(STRICT_POLICY)
+        self._by_path = {path: build(policy) for path, policy in (policies or {}).items()}
+
+    def for_path(self, path: str) -> tuple[tuple[bytes, bytes], ...]:
+        return self._by_path.get(path, self.default) if self._by_path else self.default
+
+
+def with_security_headers(
+    headers: list[tuple[bytes, bytes]], fixed: tuple[tuple[bytes, bytes], ...]
+) -> list[tuple[bytes, bytes]]:
+    for name, _ in headers:
+        if name == _CACHE_CONTROL:
+            return [*headers, *fixed]
+    return [*headers, *fixed, *_NO_STORE]
 
 
 def _error_response(status: int, code: str, description: str) -> tuple[Message, Message]:
@@ -32,9 +73,12 @@ class RequestContextMiddleware:
     counted as it streams and refused with 413 the moment it passes the cap.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, security: SecurityHeaders | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.security = security or SecurityHeaders(hsts=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,10 +87,11 @@ class RequestContextMiddleware:
         request_id = self._request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
+        fixed = (header, *self.security.for_path(scope["path"]))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = with_security_headers(message.get("headers", []), fixed)
             await send(message)
 
         declared = self._content_length(scope)

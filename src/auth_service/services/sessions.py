@@ -178,6 +178,23 @@ class Sessions:
                 leeway=self._revocation.leeway,
             )
 
+    async def logout_with_refresh(self, raw_token: str) -> None:
+        """Revoke the session that ``raw_token`` belongs to (browser mode's logout, where the
+        cookie is the credential); nothing for a token that is not known, or is dead."""
+        if not raw_token or len(raw_token) > _MAX_REFRESH_TOKEN_LENGTH:
+            return
+        query = select(RefreshToken).where(RefreshToken.token_hash == hash_opaque(raw_token))
+        async with self._db.transaction() as db:
+            token = (await db.scalars(query)).one_or_none()
+            if token is None or token.revoked_at is not None:
+                return
+            session = await db.get(Session, token.session_id)
+            if session is None or session.revoked_at is not None:
+                return
+            await self.revoke_one(
+                db, user_id=session.user_id, session_id=session.id, reason="logout"
+            )
+
     async def logout_all(self, *, user_id: uuid.UUID) -> None:
         """Every session of the user, and every token issued until now
         (``users.tokens_revoked_after``, the durable record that the store's revoke-after

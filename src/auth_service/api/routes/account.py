@@ -6,10 +6,9 @@ never sent before the write it reports. Mails go out after the answer (``Backgro
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
+from auth_service.api.browser import BrowserDep
 from auth_service.api.deps import (
     AccessClaimsDep,
     ClientIpDep,
@@ -19,6 +18,7 @@ from auth_service.api.deps import (
     user_id,
     user_ids,
 )
+from auth_service.api.routing import JsonRoute
 from auth_service.api.schemas.account import (
     Accepted,
     MfaLoginRequest,
@@ -31,28 +31,33 @@ from auth_service.api.schemas.account import (
     TotpSetupOut,
     TotpSetupRequest,
 )
-from auth_service.api.schemas.auth import TokenPairOut
+from auth_service.api.schemas.auth import BrowserTokenPairOut, TokenPairOut
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
 
-router = APIRouter(prefix="/auth", tags=["users and sessions"])
+router = APIRouter(prefix="/auth", tags=["users and sessions"], route_class=JsonRoute)
 
 
 @router.post(
     "/login/mfa",
-    response_model=TokenPairOut,
+    response_model=TokenPairOut | BrowserTokenPairOut,
     responses=error_responses(401, 422, 429, 503, s401=(E.INVALID_MFA_CODE, E.INVALID_MFA_TOKEN)),
 )
 async def login_mfa(
-    body: MfaLoginRequest, request: Request, logins: LoginsDep, ip: ClientIpDep
-) -> TokenPairOut:
+    body: MfaLoginRequest,
+    request: Request,
+    logins: LoginsDep,
+    ip: ClientIpDep,
+    browser: BrowserDep,
+) -> Response | TokenPairOut:
+    """The token pair, as ``POST /auth/login`` answers it (browser mode included)."""
     pair = await logins.with_second_factor(
         mfa_token=body.mfa_token,
         code=body.code,
         ip=ip,
         user_agent=request.headers.get("user-agent"),
     )
-    return TokenPairOut(**asdict(pair))
+    return browser.answer(pair, request)
 
 
 @router.post(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 
 from auth_service.api.deps import AccessClaimsDep, AccountsDep, KeyRotationDep
+from auth_service.api.routing import JsonRoute
 from auth_service.api.schemas.admin import (
     KeyInfo,
     KeyList,
@@ -25,7 +26,12 @@ async def require_admin(claims: AccessClaimsDep, accounts: AccountsDep) -> dict[
     return claims
 
 
-router = APIRouter(prefix="/admin", tags=["operators"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["operators"],
+    dependencies=[Depends(require_admin)],
+    route_class=JsonRoute,
+)
 
 _ERRORS = error_responses(401, 403, 503)
 Kid = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 
 from auth_service.api.deps import ClientsDep
 from auth_service.api.routes.admin import require_admin
+from auth_service.api.routing import JsonRoute
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.api.schemas.oauth import (
     ClientCreate,
@@ -21,7 +22,10 @@ from auth_service.api.schemas.oauth import (
 from auth_service.db.models import Client
 
 router = APIRouter(
-    prefix="/admin/clients", tags=["operators"], dependencies=[Depends(require_admin)]
+    prefix="/admin/clients",
+    tags=["operators"],
+    dependencies=[Depends(require_admin)],
+    route_class=JsonRoute,
 )
 
 _ERRORS = error_responses(401, 403, 503)

@@ -11,16 +11,20 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Request, Response, status
 
+from auth_service.api.browser import BrowserDep
 from auth_service.api.deps import (
     AccessClaimsDep,
     AccountsDep,
     ClientIpDep,
     LoginsDep,
+    OptionalAccessClaimsDep,
     SessionsDep,
     user_id,
 )
+from auth_service.api.routing import JsonRoute
 from auth_service.api.schemas.account import MfaChallengeOut
 from auth_service.api.schemas.auth import (
+    BrowserTokenPairOut,
     LoginRequest,
     LogoutRequest,
     RefreshRequest,
@@ -33,13 +37,19 @@ from auth_service.api.schemas.auth import (
 )
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
+from auth_service.errors import (
+    InvalidRefreshTokenError,
+    InvalidRequestError,
+    UnauthorizedError,
+)
 from auth_service.services.login import MfaChallenge
 from auth_service.services.sessions import TokenPair
 
-router = APIRouter(prefix="/auth", tags=["users and sessions"])
+router = APIRouter(prefix="/auth", tags=["users and sessions"], route_class=JsonRoute)
 
 _401 = error_responses(401)
 _422 = error_responses(422)
+_CSRF_403 = error_responses(403, s403=(E.CSRF_FAILED,))
 
 
 def _pair_out(pair: TokenPair) -> TokenPairOut:
@@ -71,7 +81,7 @@ async def register(body: UserCreate, accounts: AccountsDep, ip: ClientIpDep) -> 
 
 @router.post(
     "/login",
-    response_model=TokenPairOut | MfaChallengeOut,
+    response_model=TokenPairOut | BrowserTokenPairOut | MfaChallengeOut,
     responses=error_responses(
         401,
         403,
@@ -84,9 +94,10 @@ async def register(body: UserCreate, accounts: AccountsDep, ip: ClientIpDep) -> 
     ),
 )
 async def login(
-    body: LoginRequest, request: Request, logins: LoginsDep, ip: ClientIpDep
-) -> TokenPairOut | MfaChallengeOut:
-    """A token pair, or for a user with TOTP on ``{mfa_required, mfa_token, expires_in}``."""
+    body: LoginRequest, request: Request, logins: LoginsDep, ip: ClientIpDep, browser: BrowserDep
+) -> Response | TokenPairOut | MfaChallengeOut:
+    """A token pair, or for a user with TOTP on ``{mfa_required, mfa_token, expires_in}``.
+    In browser mode a browser gets the refresh token as a cookie, and ``csrf_token``."""
     pair = await logins.with_password(
         email=body.email,
         password=body.password,
@@ -95,31 +106,61 @@ async def login(
     )
     if isinstance(pair, MfaChallenge):
         return MfaChallengeOut(mfa_token=pair.mfa_token, expires_in=pair.expires_in)
-    return _pair_out(pair)
+    return browser.answer(pair, request)
 
 
 @router.post(
     "/refresh",
-    response_model=TokenPairOut,
-    responses=error_responses(401, 422, s401=(E.INVALID_REFRESH_TOKEN, E.REFRESH_TOKEN_REUSED)),
+    response_model=TokenPairOut | BrowserTokenPairOut,
+    responses={
+        **error_responses(401, 422, s401=(E.INVALID_REFRESH_TOKEN, E.REFRESH_TOKEN_REUSED)),
+        **_CSRF_403,
+    },
 )
-async def refresh(body: RefreshRequest, sessions: SessionsDep) -> TokenPairOut:
-    return _pair_out(await sessions.refresh(body.refresh_token))
+async def refresh(
+    request: Request, sessions: SessionsDep, browser: BrowserDep, body: RefreshRequest | None = None
+) -> Response | TokenPairOut:
+    """A token in the body is rotated and answered in the body. In browser mode, without one,
+    the refresh cookie is, with ``X-CSRF-Token``; the answer sets new cookies."""
+    if body is not None and body.refresh_token is not None:
+        return _pair_out(await sessions.refresh(body.refresh_token))
+    from_cookie = browser.cookie_token(request)
+    if from_cookie is None:
+        if browser.enabled:
+            raise InvalidRefreshTokenError("No refresh token: neither in the body nor a cookie.")
+        raise InvalidRequestError("refresh_token: Field required")
+    browser.check_csrf(request, from_cookie)
+    try:
+        return browser.token_answer(await sessions.refresh(from_cookie))
+    except UnauthorizedError as exc:  # invalid or reused: the cookies are dead too
+        return browser.refused(exc)
 
 
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={**_401, **_422},
+    responses={**_401, **_422, **_CSRF_403},
 )
 async def logout(
-    claims: AccessClaimsDep,
+    request: Request,
+    claims: OptionalAccessClaimsDep,
     sessions: SessionsDep,
+    browser: BrowserDep,
     body: LogoutRequest | None = None,
 ) -> Response:
-    await sessions.logout(claims=claims)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    """Bearer: this session and this access token. In browser mode, the refresh cookie with
+    ``X-CSRF-Token`` may stand in for the Bearer; either way the cookies are cleared."""
+    done = Response(status_code=status.HTTP_204_NO_CONTENT)
+    if claims is not None:
+        await sessions.logout(claims=claims)
+        return browser.clear(done) if browser.enabled else done
+    from_cookie = browser.cookie_token(request)
+    if from_cookie is None:
+        raise UnauthorizedError("A Bearer access token is required.")
+    browser.check_csrf(request, from_cookie)
+    await sessions.logout_with_refresh(from_cookie)
+    return browser.clear(done)
 
 
 @router.post(

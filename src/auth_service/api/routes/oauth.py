@@ -30,6 +30,7 @@ from auth_service.errors import (
     InvalidClientError,
     OAuthRequestError,
     UnsupportedGrantTypeError,
+    UnsupportedMediaTypeError,
 )
 from auth_service.errors import ErrorCode as E
 
@@ -65,7 +66,7 @@ class FormRoute(APIRoute):
 async def read_form(request: Request) -> dict[str, str]:
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != _FORM:
-        raise OAuthRequestError(f"The body must be {_FORM}.")
+        raise UnsupportedMediaTypeError(f"The body must be {_FORM}.")
     try:
         text = (await request.body()).decode("utf-8")
         pairs = parse_qsl(
@@ -156,6 +157,7 @@ def _add(
         responses=error_responses(
             400,
             401,
+            415,
             429,
             503,
             s400=(E.INVALID_REQUEST, E.UNSUPPORTED_GRANT_TYPE, E.INVALID_SCOPE),

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from auth_service.api.deps import container_of, get_client_id
+from auth_service.api.routing import is_json_media_type
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.api.schemas.validation import (
     BatchRequest,
@@ -26,13 +27,12 @@ from auth_service.api.schemas.validation import (
     ValidateResult,
 )
 from auth_service.errors import ErrorCode as E
+from auth_service.errors import UnsupportedMediaTypeError
 from auth_service.services.validation import TokenValidator, Verdict
 
 router = APIRouter(prefix="/validate", tags=["validation"])
 
-_ERRORS = error_responses(401, 422, 429, 503, s401=(E.INVALID_CLIENT,), s503=HASHING_503)
-
-_NOT_JSON = "the body must be JSON (Content-Type: application/json)"
+_ERRORS = error_responses(401, 415, 422, 429, 503, s401=(E.INVALID_CLIENT,), s503=HASHING_503)
 
 Body = TypeVar("Body", bound=BaseModel)
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -50,21 +50,14 @@ class DirectRoute(APIRoute):
         return endpoint
 
 
-def _declared_json(request: Request) -> bool:
-    """``application/json`` or ``application/*+json``, parameters ignored (as FastAPI's own
-    routes): a body of another or no type is refused, as a browser may send one cross-site."""
-    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
 async def _authenticated_body(request: Request, model: type[Body]) -> tuple[TokenValidator, Body]:
     """The client is authenticated before the body is looked at (401 before 422)."""
     container = container_of(request)
     await get_client_id(request, container)
-    if not _declared_json(request):
-        raise RequestValidationError([{"type": "content_type", "loc": ("body",), "msg": _NOT_JSON}])
+    # ``application/json`` or ``application/*+json`` only: a body of another or no type is
+    # refused (415), as a browser may send one cross-site.
+    if not is_json_media_type(request.headers.get("content-type", "")):
+        raise UnsupportedMediaTypeError()
     try:
         return container.validator, model.model_validate_json(await request.body())
     except ValidationError as exc:

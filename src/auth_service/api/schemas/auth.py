@@ -21,7 +21,11 @@ class LoginRequest(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: str = Field(max_length=1024)
+    refresh_token: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Required, except in browser mode, where the refresh cookie may carry it.",
+    )
 
 
 class LogoutRequest(BaseModel):
@@ -48,6 +52,16 @@ class TokenPairOut(BaseModel):
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
+
+
+class BrowserTokenPairOut(BaseModel):
+    """Browser mode: the refresh token is in an HttpOnly cookie, never in the body."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    refresh_expires_in: int
+    csrf_token: str = Field(description="Send it as X-CSRF-Token with the refresh cookie.")
 
 
 class SessionOut(BaseModel):

@@ -15,11 +15,14 @@ class ErrorBody(BaseModel):
 
 
 _DEFAULT_CODES: dict[int, tuple[ErrorCode, ...]] = {
+    400: (ErrorCode.INVALID_REQUEST,),
     401: (ErrorCode.INVALID_TOKEN,),
     403: (ErrorCode.FORBIDDEN,),
     404: (ErrorCode.NOT_FOUND,),
+    405: (ErrorCode.METHOD_NOT_ALLOWED,),
     409: (ErrorCode.ROTATION_IN_PROGRESS,),
     413: (ErrorCode.REQUEST_TOO_LARGE,),
+    415: (ErrorCode.UNSUPPORTED_MEDIA_TYPE,),
     422: (ErrorCode.INVALID_REQUEST,),
     429: (ErrorCode.RATE_LIMITED,),
     500: (ErrorCode.SERVER_ERROR,),
