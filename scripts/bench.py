@@ -11,7 +11,9 @@ through the in-memory mirror (a revocation mechanism, not a verification cache);
 (b-cold-store) the same with AUTH_REVOCATION_MIRROR=false as well: one Redis round trip a
 request (for information, no target);
 (c) POST /validate/batch, 100 tokens a request; (d) POST /auth/refresh, every token unused;
-(g) POST /oauth/introspect over (b)'s tokens (alternating with (a) and (b)); (h) POST
+(g) POST /oauth/introspect over (b)'s tokens (alternating with (a) and (b)); (m) (b) against
+the same app without the security headers (scripts/bench/plain_app.py), in the same rounds:
+what the headers cost /validate; (h) POST
 /oauth/token, client credentials with the client's secret already verified;
 (e) POST /auth/login at the production argon2 cost, against cores / one hash time;
 (b-under-e) (b) and (e) at once: (b)'s p99 while logins run versus idle;
@@ -146,7 +148,11 @@ def run_scenarios(
         # (a) and (b) alternate, ROUNDS times each: their ratios compare the same moments of
         # the host, and each figure is the median over the rounds.
         introspect = {**validate, "script_args": (str(tokens), "introspect")}
-        pairs: dict[str, list[Result]] = {"a": [], "b": [], "g": []}
+        plain = Server(env, app_factory="plain_app:without_security_headers")
+        servers.append(plain)
+        plain.start()
+        check_validation(plain.base, data.basic, data.access_tokens)
+        pairs: dict[str, list[Result]] = {"a": [], "b": [], "g": [], "m": []}
         for round_number in range(1, args.rounds + 1):
             print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
             pairs["a"].append(
@@ -164,9 +170,16 @@ def run_scenarios(
                     **introspect,
                 )
             )
+            pairs["m"].append(
+                run_wrk(
+                    "(m)", f"{plain.base}/validate", seconds=seconds, connections=conns, **validate
+                )
+            )
+        plain.stop()
         results["a"] = median_of("(a) bare JSON: GET /health/live", pairs["a"])
         results["b"] = median_of("(b) POST /validate, 1,000 tokens", pairs["b"])
         results["g"] = median_of("(g) POST /oauth/introspect, same tokens", pairs["g"])
+        results["m"] = median_of("(m) (b) without the security headers", pairs["m"])
         run(
             "h",
             "(h) POST /oauth/token, client credentials",
@@ -306,7 +319,8 @@ def report(
         ceiling = results["a"].requests_per_second
         print("| scenario | req/s | ratio to (a) | p50 ms | p99 ms | errors | notes |")
         print("|---|---:|---:|---:|---:|---:|---|")
-        order = ["a", "jwks", "jwks304", "b", "g", "h", "b-cold", "b-cold-store", "c", "d", "e"]
+        order = ["a", "jwks", "jwks304", "b", "m", "g", "h", "b-cold", "b-cold-store", "c", "d"]
+        order.append("e")
         for r in (results[key] for key in [*order, "b-under-e"]):
             print(
                 f"| {r.name} | {r.requests_per_second:,.0f} | "

@@ -84,8 +84,11 @@ def pin(cpu: int) -> list[str]:
 class Server:
     """One `auth-service serve` process (one uvicorn worker) pinned to the server core."""
 
-    def __init__(self, env: dict[str, str], **overrides: str) -> None:
+    def __init__(
+        self, env: dict[str, str], *, app_factory: str | None = None, **overrides: str
+    ) -> None:
         self.env = {**env, **overrides}
+        self.app_factory = app_factory  # "module:function" in scripts/bench, instead of serve
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -100,7 +103,24 @@ class Server:
             "--log-level",
             "warning",
         ]
-        self.process = subprocess.Popen(command, env=self.env)
+        env = self.env
+        if self.app_factory is not None:  # uvicorn as `serve` runs it, on another app
+            here = str(Path(__file__).resolve().parent)
+            env = {**env, "PYTHONPATH": here}
+            command = [
+                *pin(SERVER_CPU),
+                str(BIN / "python"),
+                "-m",
+                "uvicorn",
+                "--factory",
+                self.app_factory,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-server-header",
+            ]
+        self.process = subprocess.Popen(command, env=env)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
