@@ -180,6 +180,14 @@ def run_scenarios(
         results["b"] = median_of("(b) POST /validate, 1,000 tokens", pairs["b"])
         results["g"] = median_of("(g) POST /oauth/introspect, same tokens", pairs["g"])
         results["m"] = median_of("(m) (b) without the security headers", pairs["m"])
+        per_round = [
+            b.requests_per_second / m.requests_per_second
+            for b, m in zip(pairs["b"], pairs["m"], strict=True)
+        ]
+        results["m"].paired_ratio = sorted(per_round)[len(per_round) // 2]
+        results["m"].notes.append(
+            "(b)/(m) per round: " + ", ".join(f"{ratio:.3f}" for ratio in per_round)
+        )
         run(
             "h",
             "(h) POST /oauth/token, client credentials",

@@ -37,6 +37,9 @@ class Result:
     requests: int
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # a script's "COUNTS {...}" line
+    # For a scenario measured in rounds beside another: the median of the per-round ratios
+    # (other / this), which a host's slow drift moves less than a ratio of two medians.
+    paired_ratio: float | None = None
 
 
 async def _admin(url: str, statements: tuple[str, ...]) -> None:
