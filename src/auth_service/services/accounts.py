@@ -51,9 +51,11 @@ REGISTER_WINDOW = timedelta(hours=1)
 def normalize_email(raw: str) -> str:
     """The canonical form of an email address, or ``InvalidRequestError`` (422).
 
-    Trim, Unicode NFKC (fullwidth letters and the ideographic full stops become ASCII), the
-    domain IDNA/UTS-46 (email-validator), lower case. The submitted value is never repeated
-    in the error.
+    Trim, Unicode NFKC (fullwidth letters and the fullwidth full stop become ASCII), the
+    domain IDNA/UTS-46 (email-validator: there the ideographic full stops are dots too), lower
+    case. An ideographic full stop in the local part stays: a mailbox's local part is the mail
+    host's to interpret, and two spellings of it may be two mailboxes. The submitted value is
+    never repeated in the error.
     """
     if len(raw) > 4 * MAX_EMAIL_LENGTH:  # do not normalise megabytes of text
         raise InvalidRequestError(f"email: must be at most {MAX_EMAIL_LENGTH} characters")

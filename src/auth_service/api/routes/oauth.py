@@ -154,6 +154,8 @@ def _add(
         methods=["POST"],
         route_class_override=FormRoute,
         response_model=answer,
+        # RFC 7009 §2.2: an empty 200, so it is declared without content.
+        response_class=JSONResponse if answer is not None else Response,
         responses=error_responses(
             400,
             401,

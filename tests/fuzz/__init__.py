@@ -1,0 +1,1 @@
+"""Fuzzing: schemathesis against the app's own OpenAPI, hypothesis on the parsers."""
