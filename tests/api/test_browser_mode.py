@@ -7,21 +7,20 @@ The client speaks https (``Secure`` cookies are only sent over it, as a browser 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from http.cookies import SimpleCookie
 from typing import Any
 
 import httpx
 import pytest
 
-from auth_service.app import create_app
 from auth_service.clock import FrozenClock
 from auth_service.container import Container
 from auth_service.crypto.csrf import CsrfBinding
 from auth_service.settings import Settings
 from tests.support.http import PASSWORD
 from tests.support.mfa import code_at, enable_totp, password_step
-from tests.support.service import Service
+from tests.support.service import Service, started
 
 APP = "https://app.example.com"
 ORIGIN = {"Origin": APP}
@@ -30,15 +29,8 @@ CSRF = "__Secure-csrf_token"
 Browser = Callable[..., Any]
 
 
-@asynccontextmanager
-async def browser_service(container: Container) -> AsyncIterator[Service]:
-    app = create_app(container=container)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="https://auth.example.com") as client,
-    ):
-        yield Service(app=app, container=container, client=client)
+def browser_service(container: Container) -> AbstractAsyncContextManager[Service]:
+    return started(container, base_url="https://auth.example.com")
 
 
 @pytest.fixture
@@ -286,3 +278,15 @@ async def test_with_browser_mode_off_a_cookie_is_ignored(
         refused = await service.client.post("/auth/refresh", json={}, headers=ORIGIN)
         assert refused.status_code == 422
         assert refused.json()["error"] == "invalid_request"
+
+
+async def test_a_cookie_without_an_origin_still_needs_the_csrf_header(svc: Service) -> None:
+    """The check guards the cookie, not the Origin: a request that omits Origin (a non-browser
+    replaying stolen-by-proxy cookies, or a browser that strips it) is refused the same."""
+    first = await browser_login(svc)
+    bare = await svc.client.post("/auth/refresh")
+    assert bare.status_code == 403
+    assert bare.json()["error"] == "csrf_failed"
+    good = await svc.client.post("/auth/refresh", headers={"X-CSRF-Token": first["csrf_token"]})
+    assert good.status_code == 200
+    assert "refresh_token" not in good.json()  # the cookie flow answers with cookies

@@ -14,7 +14,6 @@ downloads do not work here, ``scripts/browser_setup.sh`` installs Debian's packa
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -32,14 +31,11 @@ from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from tests.support.backends import (
     IN_CI,
-    REDIS_URL,
-    TEST_SECRET,
     drop_prefix,
-    is_postgres,
     new_prefix,
     own_database,
 )
-from tests.support.processes import BIN, free_port
+from tests.support.processes import BIN, free_port, served_environment
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As the machine notes say: without the background-networking flags chromium keeps dialling
@@ -167,25 +163,6 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
         await opened.close()
 
 
-def _environment(database_url: str, redis_prefix: str, directory: Path) -> dict[str, str]:
-    """As tests/served/conftest.py: the backend under test, nothing of the caller's AUTH_*."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AUTH_") or k.startswith("AUTH_TEST_")
-    }
-    env.update(
-        AUTH_DATABASE_URL=database_url,
-        AUTH_SCHEDULER_ENABLED="false",
-        AUTH_REDIS_KEY_PREFIX=redis_prefix,
-    )
-    if is_postgres():
-        env.update(AUTH_REDIS_URL=REDIS_URL, AUTH_KEY_ENCRYPTION_SECRET=TEST_SECRET)
-    else:  # the embedded default: the secret is generated beside a fresh SQLite file
-        env["AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{directory / 'served' / 'auth.db'}"
-    return env
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served_database(
     migrated_database: str, tmp_path_factory: pytest.TempPathFactory
@@ -208,7 +185,7 @@ def service(
     """``auth-service serve`` in browser mode, the app origin allowed: (port, log)."""
     database_url, prefix, directory = served_database
     port = free_port()
-    env = _environment(database_url, prefix, directory)
+    env = served_environment(database_url, prefix, directory)
     env.update(
         AUTH_ISSUER=f"http://localhost:{port}",
         AUTH_REFRESH_COOKIE="true",

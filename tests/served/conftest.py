@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,27 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.backends import REDIS_URL, TEST_SECRET, is_postgres
-from tests.support.processes import BIN, free_port
+from tests.support.processes import BIN, free_port, served_environment
 
 
 @pytest.fixture
 def environment(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AUTH_") or k.startswith("AUTH_TEST_")
-    }
-    env.update(
-        AUTH_DATABASE_URL=database_url,
-        AUTH_ISSUER="http://127.0.0.1",
-        AUTH_SCHEDULER_ENABLED="false",
-        AUTH_REDIS_KEY_PREFIX=redis_prefix,
-    )
-    if is_postgres():
-        env.update(AUTH_REDIS_URL=REDIS_URL, AUTH_KEY_ENCRYPTION_SECRET=TEST_SECRET)
-    else:  # the embedded default: the secret is generated beside a fresh SQLite file
-        env["AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'served' / 'auth.db'}"
+    env = served_environment(database_url, redis_prefix, tmp_path)
+    env["AUTH_ISSUER"] = "http://127.0.0.1"
     return env
 
 

@@ -21,12 +21,15 @@ class Service:
 
 
 @asynccontextmanager
-async def started(container: Container) -> AsyncIterator[Service]:
-    """``container`` as a started app (lifespan run) with an in-process HTTP client."""
+async def started(
+    container: Container, base_url: str = "http://testserver"
+) -> AsyncIterator[Service]:
+    """``container`` as a started app (lifespan run) with an in-process HTTP client (an
+    ``https://`` base URL makes it send ``Secure`` cookies, as a browser does)."""
     app = create_app(container=container)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+        httpx.AsyncClient(transport=transport, base_url=base_url) as client,
     ):
         yield Service(app=app, container=container, client=client)
