@@ -72,6 +72,21 @@ async def test_a_simple_request_from_a_listed_origin_is_granted(svc: Service) ->
     assert "Origin" in answer.headers["vary"]
 
 
+async def test_a_listed_origin_can_read_a_500_and_its_request_id(svc: Service) -> None:
+    """Attack review: an unexpected error's 500 left CORS and the security headers out, so
+    the listed app could not read the error or its request id."""
+
+    @svc.app.get("/_test/crash")
+    async def crash() -> None:
+        raise RuntimeError("boom")
+
+    answer = await svc.client.get("/_test/crash", headers={"Origin": LISTED})
+    assert answer.status_code == 500 and answer.json()["error"] == "server_error"
+    assert answer.headers["access-control-allow-origin"] == LISTED
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["x-request-id"] in answer.json()["error_description"]
+
+
 async def test_an_origin_that_only_resembles_a_listed_one_is_refused(svc: Service) -> None:
     for lookalike in (LISTED + ".evil.net", LISTED + ":443", LISTED.upper(), "null"):
         answer = await svc.client.options("/auth/login", headers=preflight(lookalike))

@@ -290,3 +290,63 @@ async def test_a_cookie_without_an_origin_still_needs_the_csrf_header(svc: Servi
     good = await svc.client.post("/auth/refresh", headers={"X-CSRF-Token": first["csrf_token"]})
     assert good.status_code == 200
     assert "refresh_token" not in good.json()  # the cookie flow answers with cookies
+
+
+async def _attackers_own_pair(svc: Service) -> tuple[str, str]:
+    """A valid refresh/CSRF pair of the attacker's own session (from its own login)."""
+    attacker = httpx.AsyncClient(transport=svc.client._transport, base_url=svc.client.base_url)
+    async with attacker:
+        await attacker.post(
+            "/auth/register", json={"email": "mallory@example.com", "password": PASSWORD}
+        )
+        mine = await attacker.post(
+            "/auth/login",
+            json={"email": "mallory@example.com", "password": PASSWORD},
+            headers=ORIGIN,
+        )
+        refresh = attacker.cookies.get(REFRESH)
+    assert refresh is not None
+    return refresh, str(mine.json()["csrf_token"])
+
+
+@pytest.mark.parametrize("path", ["/auth/refresh", "/auth/logout"])
+async def test_a_planted_duplicate_pair_does_not_lock_the_victim_out(
+    svc: Service, path: str
+) -> None:
+    """Attack review: a sibling subdomain plants its own valid pair with Domain=example.com;
+    the browser sends both pairs, the planted one last, and the server read only the last."""
+    victim = await browser_login(svc, "victim@example.com")
+    victim_refresh = svc.client.cookies.get(REFRESH)
+    planted_refresh, planted_csrf = await _attackers_own_pair(svc)
+    svc.client.cookies.clear()
+    cookie = (
+        f"{REFRESH}={victim_refresh}; {CSRF}={victim['csrf_token']}; "
+        f"{REFRESH}={planted_refresh}; {CSRF}={planted_csrf}"
+    )
+    answer = await svc.client.post(
+        path, headers={**ORIGIN, "X-CSRF-Token": victim["csrf_token"], "Cookie": cookie}
+    )
+    assert answer.status_code in (200, 204), answer.text
+    me = await svc.client.get(
+        "/auth/me", headers={"Authorization": f"Bearer {victim['access_token']}"}
+    )
+    if path == "/auth/logout":
+        assert me.status_code == 401  # the victim's session, not the planted one, ended
+    else:
+        assert me.json()["email"] == "victim@example.com"
+        refreshed = answer.json()["access_token"]
+        mine = await svc.client.get("/auth/me", headers={"Authorization": f"Bearer {refreshed}"})
+        assert mine.json()["email"] == "victim@example.com"
+
+
+@pytest.mark.parametrize("value", ["x" * 5000, "not a token!", "a" * 129])
+async def test_a_malformed_refresh_cookie_is_401_and_cleared(svc: Service, value: str) -> None:
+    """Attack review: a malformed cookie answered 401 "no cookie" or 403 and was never
+    cleared, so the browser kept sending it."""
+    svc.client.cookies.set(REFRESH, value, domain="auth.example.com", path="/auth")
+    refused = await cookie_refresh(svc, None)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == "invalid_refresh_token"
+    cleared = set_cookies(refused)
+    assert set(cleared) == {REFRESH, CSRF}
+    assert all(int(morsel["max-age"]) == 0 for morsel in cleared.values())

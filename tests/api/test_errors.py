@@ -96,6 +96,18 @@ async def test_unhandled_exception_is_500_without_detail(
     assert logged and logged[0].exc_info is not None  # the detail goes to the log only
 
 
+async def test_a_500_carries_the_security_headers_of_every_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    """Attack review: a 500 was made outside the middleware that adds them."""
+    response = await client.get("/_test/crash")
+    _assert_error_shape(response, 500, "server_error")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["cache-control"] == "no-store"
+
+
 async def test_domain_errors_carry_their_headers(client: httpx.AsyncClient) -> None:
     limited = await client.get("/_test/limited")
     _assert_error_shape(limited, 429, "rate_limited")

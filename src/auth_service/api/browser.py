@@ -9,6 +9,7 @@ refresh cookie (``crypto/csrf.py``); the check runs before any database work.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -23,7 +24,20 @@ from auth_service.services.sessions import TokenPair
 from auth_service.settings import Settings
 
 CSRF_HEADER = "x-csrf-token"
-_MAX_COOKIE_TOKEN = 1024
+# A refresh token is token_urlsafe(32); the service never issues more than 128 characters.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_MAX_DUPLICATES = 4  # pairs tried per request: bounded HMAC work
+
+
+def cookie_values(request: Request, name: str) -> list[str]:
+    """Every value of cookie ``name`` in the request's Cookie headers, in order."""
+    found: list[str] = []
+    for header in request.headers.getlist("cookie"):
+        for part in header.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key.strip() == name:
+                found.append(value.strip())
+    return found
 
 
 class BrowserMode:
@@ -38,20 +52,29 @@ class BrowserMode:
     def issues_cookies(self, request: Request) -> bool:
         return self.enabled and "origin" in request.headers
 
-    def cookie_token(self, request: Request) -> str | None:
-        """The refresh cookie's token, or None (browser mode off, no cookie, or garbage)."""
+    def cookie_tokens(self, request: Request) -> list[str] | None:
+        """The refresh cookies' well-formed tokens: None when browser mode is off or no refresh
+        cookie came, ``[]`` when every one is malformed (the caller clears them). A browser
+        sends every cookie of the name it holds (a sibling subdomain can add one with
+        ``Domain=``), so all of them are candidates, not only the one a parser keeps."""
         if not self.enabled:
             return None
-        token = request.cookies.get(self.refresh_cookie)
-        return token if token and len(token) <= _MAX_COOKIE_TOKEN else None
+        values = cookie_values(request, self.refresh_cookie)
+        if not values:
+            return None
+        return [value for value in values if _TOKEN.fullmatch(value)]
 
-    def check_csrf(self, request: Request, refresh_token: str) -> None:
-        """``CsrfFailedError`` unless header, cookie and the token's HMAC are one value."""
-        assert self._csrf is not None  # cookie_token is None while browser mode is off
+    def authenticated(self, request: Request, candidates: list[str]) -> str:
+        """The candidate whose HMAC equals ``X-CSRF-Token`` and one CSRF cookie; else
+        ``CsrfFailedError``. Planted pairs beside the victim's neither pass nor block it."""
+        assert self._csrf is not None  # cookie_tokens is None while browser mode is off
         header = request.headers.get(CSRF_HEADER)
-        cookie = request.cookies.get(self.csrf_cookie)
-        if not self._csrf.verify(refresh_token, cookie, header):
-            raise CsrfFailedError()
+        csrf_cookies = cookie_values(request, self.csrf_cookie)[:_MAX_DUPLICATES]
+        for token in candidates[:_MAX_DUPLICATES]:
+            for csrf in csrf_cookies:
+                if self._csrf.verify(token, csrf, header):
+                    return token
+        raise CsrfFailedError()
 
     def answer(self, pair: TokenPair, request: Request) -> JSONResponse | TokenPairOut:
         """A browser (browser mode on, the request has an Origin) gets the cookies and no

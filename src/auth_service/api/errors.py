@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request as StarletteRequest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth_service.errors import AuthError, ErrorCode
 from auth_service.store.base import StoreUnavailableError
@@ -152,6 +154,36 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class ErrorBoundary:
+    """The innermost middleware: an unexpected exception becomes the contract's 500 here,
+    inside the middleware that adds the request id, CORS and the security headers (Starlette's
+    own handler for ``Exception`` answers from outside all of them). An exception after the
+    response started is re-raised: the server closes the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unhandled(StarletteRequest(scope), exc)
+            del response.headers["x-request-id"]  # the request-context middleware adds it
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, _auth_error)
     unavailable: tuple[type[Exception], ...] = (StoreUnavailableError, *DATABASE_UNAVAILABLE)
@@ -159,4 +191,5 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(failure, _unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unhandled)
+    app.add_exception_handler(Exception, _unhandled)  # errors in the middleware itself
+    app.add_middleware(ErrorBoundary)  # the first added is the innermost

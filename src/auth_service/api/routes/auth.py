@@ -124,12 +124,14 @@ async def refresh(
     the refresh cookie is, with ``X-CSRF-Token``; the answer sets new cookies."""
     if body is not None and body.refresh_token is not None:
         return _pair_out(await sessions.refresh(body.refresh_token))
-    from_cookie = browser.cookie_token(request)
-    if from_cookie is None:
+    candidates = browser.cookie_tokens(request)
+    if candidates is None:
         if browser.enabled:
             raise InvalidRefreshTokenError("No refresh token: neither in the body nor a cookie.")
         raise InvalidRequestError("refresh_token: Field required")
-    browser.check_csrf(request, from_cookie)
+    if not candidates:
+        return browser.refused(InvalidRefreshTokenError("The refresh cookie is malformed."))
+    from_cookie = browser.authenticated(request, candidates)
     try:
         return browser.token_answer(await sessions.refresh(from_cookie))
     except UnauthorizedError as exc:  # invalid or reused: the cookies are dead too
@@ -155,10 +157,12 @@ async def logout(
     if claims is not None:
         await sessions.logout(claims=claims)
         return browser.clear(done) if browser.enabled else done
-    from_cookie = browser.cookie_token(request)
-    if from_cookie is None:
+    candidates = browser.cookie_tokens(request)
+    if candidates is None:
         raise UnauthorizedError("A Bearer access token is required.")
-    browser.check_csrf(request, from_cookie)
+    if not candidates:
+        return browser.refused(InvalidRefreshTokenError("The refresh cookie is malformed."))
+    from_cookie = browser.authenticated(request, candidates)
     await sessions.logout_with_refresh(from_cookie)
     return browser.clear(done)
 
