@@ -18,6 +18,7 @@ from auth_service.api.routes import (
     account,
     admin,
     admin_clients,
+    admin_users,
     auth,
     events,
     health,
@@ -75,7 +76,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     if settings.cors_origins:
         app.add_middleware(AllowListCORSMiddleware, settings=settings)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_request_bytes, security=security
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        security=security,
+        trusted_proxies=frozenset(settings.trusted_proxies),
     )
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)
@@ -87,4 +91,5 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(admin_clients.router)
+    app.include_router(admin_users.router)
     return app

@@ -18,23 +18,24 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service.clock import Clock, SystemClock
+from auth_service.container_parts import build_clients, build_key_rotation, build_user_areas
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
 from auth_service.db.session import Database, create_engine
 from auth_service.errors import ConfigurationError
 from auth_service.scheduler import KeyScheduler
-from auth_service.services.accounts import AccountRules, Accounts
-from auth_service.services.client_auth import ClientAuthenticator
+from auth_service.services.accounts import Accounts
+from auth_service.services.admin_users import AdminUsers
 from auth_service.services.clients import Clients
 from auth_service.services.health import Health
 from auth_service.services.keyring import KeyRing
-from auth_service.services.keys import KeyContext, KeyGenerator, signing_envelope
-from auth_service.services.login import LoginRules, Logins
-from auth_service.services.mail import Mailer, create_mailer
+from auth_service.services.keys import KeyGenerator
+from auth_service.services.login import Logins
+from auth_service.services.mail import Mailer
 from auth_service.services.oauth import OAuth
 from auth_service.services.password_policy import PasswordPolicy
-from auth_service.services.passwords import PasswordRules, Passwords
+from auth_service.services.passwords import Passwords
 from auth_service.services.revocation import INDEX_MARKER_KEY, RevocationPolicy
 from auth_service.services.revocation_feed import RevocationFeed
 from auth_service.services.revocation_index import (
@@ -43,10 +44,9 @@ from auth_service.services.revocation_index import (
     follow_database,
     prepare_index,
 )
-from auth_service.services.rotation import KeyRotation, RotationPolicy
-from auth_service.services.sessions import SessionPolicy, Sessions
+from auth_service.services.rotation import KeyRotation
+from auth_service.services.sessions import Sessions
 from auth_service.services.store_keys import EVENTS_PREFIX, MIRRORED_PREFIXES
-from auth_service.services.tokens import TokenIssuer, TokenPolicy
 from auth_service.services.totp import Totp
 from auth_service.services.validation import TokenValidator, ValidationPolicy
 from auth_service.settings import Settings, ensure_production_ready
@@ -77,6 +77,7 @@ class Container:
     revocations: RevocationIndex
     # The services:
     accounts: Accounts
+    admin_users: AdminUsers
     logins: Logins
     sessions: Sessions
     passwords: Passwords
@@ -126,8 +127,8 @@ def build_container(
     keyring = KeyRing()
     hasher = hasher or PasswordHasher.from_settings(settings)
     revocations = RevocationIndex(db.writer, store, clock, RevocationPolicy.from_settings(settings))
-    rotation = _key_rotation(settings, db, store, keyring, clock, key_generator)
-    users = _user_areas(settings, db, store, keyring, hasher, clock)
+    rotation = build_key_rotation(settings, db, store, keyring, clock, key_generator)
+    users = build_user_areas(settings, db, store, keyring, hasher, clock)
     validator = TokenValidator(
         keyring,
         store,
@@ -137,7 +138,7 @@ def build_container(
         ensure_index=revocations.ensure,
     )
     revocation = RevocationPolicy.from_settings(settings)
-    clients = _clients(settings, db, store, hasher, clock)
+    clients = build_clients(settings, db, store, hasher, clock)
     return Container(
         settings=settings,
         engine=engine,
@@ -150,6 +151,7 @@ def build_container(
         mailer=users.mailer,
         revocations=revocations,
         accounts=users.accounts,
+        admin_users=users.admin_users,
         logins=users.logins,
         sessions=users.sessions,
         passwords=users.passwords,
@@ -193,79 +195,6 @@ def build_container(
             else None
         ),
     )
-
-
-def _clients(
-    settings: Settings, db: Database, store: Store, hasher: PasswordHasher, clock: Clock
-) -> Clients:
-    authenticator = ClientAuthenticator(
-        db.reader,  # it only reads the client row (on SQLite: no write lock)
-        hasher,
-        store=store,
-        failure_limit=settings.client_auth_failure_limit,
-        cache_seconds=settings.client_auth_cache_seconds,
-        familiar_ttl=timedelta(days=settings.known_client_days),
-        clock=clock,
-    )
-    revocation = RevocationPolicy.from_settings(settings)
-    return Clients(db, store, hasher, authenticator, revocation, clock)
-
-
-def _key_rotation(
-    settings: Settings,
-    db: Database,
-    store: Store,
-    keyring: KeyRing,
-    clock: Clock,
-    key_generator: KeyGenerator,
-) -> KeyRotation:
-    keys = KeyContext(
-        sessionmaker=db.writer,
-        store=store,
-        envelope=signing_envelope(settings.secret_value()),
-        clock=clock,
-        key_bits=settings.signing_key_bits,
-        lock_ttl=timedelta(seconds=settings.key_lock_ttl_seconds),
-        generate=key_generator,
-    )
-    return KeyRotation(keys, RotationPolicy.from_settings(settings), keyring, db)
-
-
-@dataclass(frozen=True, slots=True)
-class _UserAreas:
-    password_policy: PasswordPolicy
-    mailer: Mailer
-    tokens: TokenIssuer
-    sessions: Sessions
-    passwords: Passwords
-    totp: Totp
-    logins: Logins
-    accounts: Accounts
-
-
-def _user_areas(
-    settings: Settings,
-    db: Database,
-    store: Store,
-    keyring: KeyRing,
-    hasher: PasswordHasher,
-    clock: Clock,
-) -> _UserAreas:
-    """The frontend-facing services, each given the ones it calls."""
-    policy = PasswordPolicy.from_settings(settings)
-    mailer = create_mailer(settings, clock)
-    revocation = RevocationPolicy.from_settings(settings)
-    tokens = TokenIssuer(keyring, TokenPolicy.from_settings(settings))
-    sessions = Sessions(db, store, tokens, SessionPolicy.from_settings(settings), revocation, clock)
-    rules = PasswordRules.from_settings(settings)
-    passwords = Passwords(db, store, hasher, policy, sessions, mailer, rules, clock)
-    sealed = Totp.envelope_for(settings.secret_value())
-    issuer = settings.totp_issuer_name
-    totp = Totp(db, store, sealed, passwords, sessions, mailer, issuer, clock)
-    logins = Logins(db, store, hasher, sessions, totp, LoginRules.from_settings(settings), clock)
-    account_rules = AccountRules.from_settings(settings)
-    accounts = Accounts(db, store, hasher, policy, sessions, account_rules, revocation, clock)
-    return _UserAreas(policy, mailer, tokens, sessions, passwords, totp, logins, accounts)
 
 
 async def check_schema(engine: AsyncEngine) -> None:

@@ -59,6 +59,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     CSRF_FAILED = "csrf_failed"
+    LAST_ADMIN = "last_admin"
+    MFA_NOT_ENABLED = "mfa_not_enabled"
 
 
 class AuthError(Exception):
@@ -240,6 +242,16 @@ class EmailTakenError(ConflictError):
 class MfaAlreadyEnabledError(ConflictError):
     code = ErrorCode.MFA_ALREADY_ENABLED
     description = "Two-factor authentication is already enabled; disable it first."
+
+
+class LastAdminError(ConflictError):
+    code = ErrorCode.LAST_ADMIN
+    description = "This is the last enabled admin: make another admin first."
+
+
+class MfaNotEnabledError(ConflictError):
+    code = ErrorCode.MFA_NOT_ENABLED
+    description = "Two-factor authentication is not enabled for this user."
 
 
 class RotationInProgressError(ConflictError):

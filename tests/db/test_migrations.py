@@ -19,6 +19,8 @@ from auth_service.db.migrate import alembic_config, head_revision, upgrade_to_he
 TABLES = {
     "alembic_version",
     "audit_events",
+    "audit_head",
+    "audit_checkpoints",
     "clients",
     "password_reset_tokens",
     "recovery_codes",
@@ -60,4 +62,4 @@ async def test_downgrade_and_upgrade_again(database_url: str) -> None:
             assert await connection.run_sync(_tables) == TABLES
     finally:
         await engine.dispose()
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"

@@ -9,9 +9,11 @@ from urllib.parse import unquote_plus
 
 from fastapi import Depends, Request
 
+from auth_service.api.middleware import nearest_untrusted_hop
 from auth_service.container import Container
 from auth_service.errors import InvalidClientError, UnauthorizedError
 from auth_service.services.accounts import Accounts
+from auth_service.services.admin_users import AdminUsers
 from auth_service.services.clients import Clients
 from auth_service.services.health import Health
 from auth_service.services.keyring import KeyRing
@@ -52,6 +54,7 @@ def part(name: str) -> Any:
 SettingsDep = Annotated[Settings, part("settings")]
 KeyRingDep = Annotated[KeyRing, part("keyring")]
 AccountsDep = Annotated[Accounts, part("accounts")]
+AdminUsersDep = Annotated[AdminUsers, part("admin_users")]
 LoginsDep = Annotated[Logins, part("logins")]
 SessionsDep = Annotated[Sessions, part("sessions")]
 PasswordsDep = Annotated[Passwords, part("passwords")]
@@ -71,11 +74,7 @@ async def get_client_ip(request: Request, settings: SettingsDep) -> str | None:
 def resolve_client_ip(peer: str | None, forwarded_for: str, settings: Settings) -> str | None:
     if peer is None or peer not in settings.trusted_proxies:
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",")]
-    for hop in reversed([hop for hop in hops if hop]):
-        if hop not in settings.trusted_proxies:
-            return hop
-    return peer
+    return nearest_untrusted_hop(peer, forwarded_for, settings.trusted_proxies)
 
 
 ClientIpDep = Annotated[str | None, Depends(get_client_ip)]

@@ -6,14 +6,28 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Collection
+from functools import partial
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from auth_service.request_context import RequestContext, enter_request, leave_request
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CACHE_CONTROL = b"cache-control"
 _NO_STORE = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
 STRICT_POLICY = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=63072000; includeSubDomains"
+
+
+def nearest_untrusted_hop(peer: str, forwarded_for: str, trusted: Collection[str]) -> str:
+    """Behind a trusted proxy, the client is the nearest ``X-Forwarded-For`` hop that is not
+    one of ours (a client can prepend anything; it cannot forge what our proxy appends)."""
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    for hop in reversed([hop for hop in hops if hop]):
+        if hop not in trusted:
+            return hop
+    return peer
 
 
 class SecurityHeaders:
@@ -74,10 +88,16 @@ class RequestContextMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, security: SecurityHeaders | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        security: SecurityHeaders | None = None,
+        trusted_proxies: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.trusted_proxies = trusted_proxies
         self.security = security or SecurityHeaders(hsts=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,6 +106,7 @@ class RequestContextMiddleware:
             return
         request_id = self._request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        entered = enter_request(RequestContext(request_id, partial(self._client_ip, scope)))
         header = (b"x-request-id", request_id.encode())
         fixed = (header, *self.security.for_path(scope["path"]))
 
@@ -126,6 +147,16 @@ class RequestContextMiddleware:
         except Exception:
             if not rejected:
                 raise
+        finally:
+            leave_request(entered)
+
+    def _client_ip(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if peer is None or peer not in self.trusted_proxies:
+            return peer
+        forwarded = b",".join(v for k, v in scope.get("headers", []) if k == b"x-forwarded-for")
+        return nearest_untrusted_hop(peer, forwarded.decode("latin-1"), self.trusted_proxies)
 
     def _too_large(self) -> str:
         return f"The request body is larger than {self.max_body_bytes} bytes."

@@ -21,7 +21,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Text,
     Uuid,
     text,
 )
@@ -192,20 +191,49 @@ class RevokedToken(Base):
 
 
 class AuditEvent(Base):
-    """One link of the tamper-evident chain: ``hash = sha256(prev_hash || canonical event)``."""
+    """One link of the tamper-evident chain (services/audit.py):
+    ``mac = HMAC(k_audit, prev_mac || canonical row)``; ids are gapless, given by the
+    appender under the ``audit_head`` row lock."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_at", "at"),)
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_type", "type", "id"),
+        Index("ix_audit_events_subject", "subject", "id"),
+    )
 
     id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     )
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     type: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(255))
     subject: Mapped[str | None] = mapped_column(String(255))
     ip: Mapped[str | None] = mapped_column(String(45))
+    request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(SHA256_HEX))
-    hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
-    note: Mapped[str | None] = mapped_column(Text)
+    prev_mac: Mapped[str] = mapped_column(String(SHA256_HEX))
+    mac: Mapped[str] = mapped_column(String(SHA256_HEX))
+
+
+class AuditHead(Base):
+    """The one row (id 1) every appender locks: the chain's last id and MAC."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    last_mac: Mapped[str] = mapped_column(String(SHA256_HEX))
+
+
+class AuditCheckpoint(Base):
+    """Where verification starts after a prune: the last pruned row's id and MAC, signed."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    through_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    through_mac: Mapped[str] = mapped_column(String(SHA256_HEX))
+    pruned: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(SHA256_HEX))

@@ -37,9 +37,10 @@ from auth_service.errors import (
     UnauthorizedError,
 )
 from auth_service.services import store_keys
+from auth_service.services.admins import ADMIN_ROLE, ensure_another_admin
 from auth_service.services.limits import ip_group, take_attempt
 from auth_service.services.password_policy import PasswordPolicy
-from auth_service.services.revocation import RevocationPolicy, mark_disabled, revoke_user_tokens
+from auth_service.services.revocation import RevocationPolicy, mark_disabled
 from auth_service.services.sessions import Sessions
 from auth_service.settings import Settings
 from auth_service.store.base import Store
@@ -85,7 +86,6 @@ def try_normalize_email(raw: str) -> str | None:
         return None
 
 
-ADMIN_ROLE = "admin"
 SECOND_FACTORS = frozenset({"otp", "recovery"})
 
 
@@ -220,8 +220,12 @@ class Accounts:
             )
         return user
 
-    async def set_disabled(self, user_id: uuid.UUID, disabled: bool) -> User:
-        """Disable or enable a user; ``NotFoundError`` if there is no such user.
+    async def set_disabled(
+        self, user_id: uuid.UUID, disabled: bool, *, keep_an_admin: bool = False
+    ) -> User:
+        """Disable or enable a user; ``NotFoundError`` if there is no such user,
+        ``LastAdminError`` to disable the last enabled admin when ``keep_an_admin`` (over
+        HTTP; the CLI may, for an operator's incident response).
 
         Disabling is durable and immediate everywhere: ``users.disabled`` and
         ``tokens_revoked_after`` (the record), every session revoked, and the store's
@@ -233,15 +237,15 @@ class Accounts:
         now = self._clock.now()
         store, revocation = self._store, self._revocation
         async with self._db.transaction() as db:
+            if disabled and keep_an_admin:
+                await ensure_another_admin(db, user_id)  # 409 last_admin; locks admins first
             user = await db.get(User, user_id, with_for_update=True)
             if user is None:
                 raise NotFoundError("No user has this id.")
             user.disabled = disabled
             user.updated_at = now
             if disabled:
-                user.tokens_revoked_after = now
-                await self._sessions.revoke_all(db, user_id=user.id, reason="user_disabled")
-                await revoke_user_tokens(store, revocation, user_id=str(user.id), now=now)
+                await self._sessions.end_all(db, user, reason="user_disabled")
                 # The index entry is written before the commit: a failure leaves nothing.
                 await mark_disabled(store, revocation, user_id=str(user.id), disabled=True)
         if not disabled:

@@ -199,13 +199,19 @@ class Sessions:
         """Every session of the user, and every token issued until now
         (``users.tokens_revoked_after``, the durable record that the store's revoke-after
         entry indexes and the revocation index rebuilds from); committed before it returns."""
-        now = self._clock.now()
         async with self._db.transaction() as db:
-            await self.revoke_all(db, user_id=user_id, reason="logout_all")
-            user = await db.get(User, user_id)
+            user = await db.get(User, user_id, with_for_update=True)
             if user is not None:
-                user.tokens_revoked_after = now
-            await revoke_user_tokens(self._store, self._revocation, user_id=str(user_id), now=now)
+                await self.end_all(db, user, reason="logout_all")
+
+    async def end_all(self, db: AsyncSession, user: User, *, reason: str) -> None:
+        """In the caller's transaction (it commits): every session of ``user`` revoked and
+        every token issued until now (``tokens_revoked_after`` and the store's entries)."""
+        now = self._clock.now()
+        await self.revoke_all(db, user_id=user.id, reason=reason)
+        user.tokens_revoked_after = now
+        user.updated_at = now
+        await revoke_user_tokens(self._store, self._revocation, user_id=str(user.id), now=now)
 
     async def delete(self, *, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
         """The user ends one of its sessions; ``NotFoundError`` for anyone else's."""

@@ -1,0 +1,105 @@
+"""The builders ``build_container`` calls: each area's services, given the ones they call
+(no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from auth_service.clock import Clock
+from auth_service.crypto.passwords import PasswordHasher
+from auth_service.db.session import Database
+from auth_service.services.accounts import AccountRules, Accounts
+from auth_service.services.admin_users import AdminUsers
+from auth_service.services.client_auth import ClientAuthenticator
+from auth_service.services.clients import Clients
+from auth_service.services.keyring import KeyRing
+from auth_service.services.keys import KeyContext, KeyGenerator, signing_envelope
+from auth_service.services.login import LoginRules, Logins
+from auth_service.services.mail import Mailer, create_mailer
+from auth_service.services.password_policy import PasswordPolicy
+from auth_service.services.passwords import PasswordRules, Passwords
+from auth_service.services.revocation import RevocationPolicy
+from auth_service.services.rotation import KeyRotation, RotationPolicy
+from auth_service.services.sessions import SessionPolicy, Sessions
+from auth_service.services.tokens import TokenIssuer, TokenPolicy
+from auth_service.services.totp import Totp
+from auth_service.settings import Settings
+from auth_service.store import Store
+
+
+def build_clients(
+    settings: Settings, db: Database, store: Store, hasher: PasswordHasher, clock: Clock
+) -> Clients:
+    authenticator = ClientAuthenticator(
+        db.reader,  # it only reads the client row (on SQLite: no write lock)
+        hasher,
+        store=store,
+        failure_limit=settings.client_auth_failure_limit,
+        cache_seconds=settings.client_auth_cache_seconds,
+        familiar_ttl=timedelta(days=settings.known_client_days),
+        clock=clock,
+    )
+    revocation = RevocationPolicy.from_settings(settings)
+    return Clients(db, store, hasher, authenticator, revocation, clock)
+
+
+def build_key_rotation(
+    settings: Settings,
+    db: Database,
+    store: Store,
+    keyring: KeyRing,
+    clock: Clock,
+    key_generator: KeyGenerator,
+) -> KeyRotation:
+    keys = KeyContext(
+        sessionmaker=db.writer,
+        store=store,
+        envelope=signing_envelope(settings.secret_value()),
+        clock=clock,
+        key_bits=settings.signing_key_bits,
+        lock_ttl=timedelta(seconds=settings.key_lock_ttl_seconds),
+        generate=key_generator,
+    )
+    return KeyRotation(keys, RotationPolicy.from_settings(settings), keyring, db)
+
+
+@dataclass(frozen=True, slots=True)
+class UserAreas:
+    password_policy: PasswordPolicy
+    mailer: Mailer
+    tokens: TokenIssuer
+    sessions: Sessions
+    passwords: Passwords
+    totp: Totp
+    logins: Logins
+    accounts: Accounts
+    admin_users: AdminUsers
+
+
+def build_user_areas(
+    settings: Settings,
+    db: Database,
+    store: Store,
+    keyring: KeyRing,
+    hasher: PasswordHasher,
+    clock: Clock,
+) -> UserAreas:
+    """The frontend-facing services, each given the ones it calls."""
+    policy = PasswordPolicy.from_settings(settings)
+    mailer = create_mailer(settings, clock)
+    revocation = RevocationPolicy.from_settings(settings)
+    tokens = TokenIssuer(keyring, TokenPolicy.from_settings(settings))
+    sessions = Sessions(db, store, tokens, SessionPolicy.from_settings(settings), revocation, clock)
+    rules = PasswordRules.from_settings(settings)
+    passwords = Passwords(db, store, hasher, policy, sessions, mailer, rules, clock)
+    sealed = Totp.envelope_for(settings.secret_value())
+    issuer = settings.totp_issuer_name
+    totp = Totp(db, store, sealed, passwords, sessions, mailer, issuer, clock)
+    logins = Logins(db, store, hasher, sessions, totp, LoginRules.from_settings(settings), clock)
+    account_rules = AccountRules.from_settings(settings)
+    accounts = Accounts(db, store, hasher, policy, sessions, account_rules, revocation, clock)
+    admin_users = AdminUsers(db, sessions, mailer, clock)
+    return UserAreas(
+        policy, mailer, tokens, sessions, passwords, totp, logins, accounts, admin_users
+    )
