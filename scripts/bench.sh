@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# `make bench`: see scripts/bench.py. Needs PostgreSQL and Redis running, and wrk.
+# `make bench`: see scripts/bench.py, then (n), the audit chain's append cost
+# (scripts/bench/audit_cost.py). Needs PostgreSQL and Redis running, and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python scripts/bench.py "$@"
+.venv/bin/python scripts/bench.py "$@"
+echo
+.venv/bin/python scripts/bench/audit_cost.py

@@ -87,6 +87,9 @@ async def database_url(migrated_database: str, tmp_path: Path) -> AsyncIterator[
     yield migrated_database
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     await pg_execute(migrated_database, f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    # The one row the migration seeds: the audit chain's head (an empty chain).
+    seed = "INSERT INTO audit_head VALUES (1, 0, '" + "0" * 64 + "')"
+    await pg_execute(migrated_database, seed)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from auth_service.cli import ensure_dev_secret, main
 from auth_service.errors import ConfigurationError
@@ -363,3 +364,21 @@ async def test_users_disable_and_enable(
     assert "enabled carol@example.com" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["users", "disable", "nobody@example.com"]) == 2
     assert "no user has this email" in capsys.readouterr().err
+
+
+async def test_audit_verify_exits_1_with_the_first_bad_id(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    settings = service.container.settings
+    monkeypatch.setenv("AUTH_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", TEST_SECRET)
+    for number in range(3):
+        await service.container.audit.append("test.cli", subject=str(number))
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 0
+    assert "audit chain ok" in capsys.readouterr().out
+    async with service.container.engine.begin() as connection:
+        await connection.execute(text("UPDATE audit_events SET subject = 'x' WHERE id = 2"))
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 1
+    assert "first bad id 2" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from auth_service.api.openapi import install_openapi
 from auth_service.api.routes import (
     account,
     admin,
+    admin_audit,
     admin_clients,
     admin_users,
     auth,
@@ -92,4 +93,5 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(admin.router)
     app.include_router(admin_clients.router)
     app.include_router(admin_users.router)
+    app.include_router(admin_audit.router)
     return app

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from auth_service.cli_operations import (
+    audit_verify,
     client_delete,
     client_list,
     client_rotate,
@@ -152,6 +153,12 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _audit_verify(_args: argparse.Namespace, settings: Settings) -> int:
+    ok, text = asyncio.run(audit_verify(settings))
+    print(text)
+    return 0 if ok else 1
+
+
 def _create_admin(args: argparse.Namespace, settings: Settings) -> int:
     password = os.environ.get("AUTH_ADMIN_PASSWORD") or getpass.getpass("Admin password: ")
     print(asyncio.run(register_admin(settings, args.email, password)))
@@ -237,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         user = user_commands.add_parser(verb, help=text)
         user.add_argument("email")
         user.set_defaults(handler=_configured(_users))
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check the whole chain; exit 1 and the first bad id when broken"
+    )
+    verify.set_defaults(handler=_configured(_audit_verify))
     return parser
 
 

@@ -77,3 +77,17 @@ async def client_delete(settings: Settings, client_id: str) -> str:
     async with running(ensure_dev_secret(settings)) as container:
         await container.clients.delete(client_id)
     return f"deleted {client_id}"
+
+
+async def audit_verify(settings: Settings) -> tuple[bool, str]:
+    """(whether the chain verifies, what to print)."""
+    from auth_service.container import running
+
+    async with running(ensure_dev_secret(settings)) as container:
+        verdict = await container.audit.verify()
+    if verdict.ok:
+        return True, f"audit chain ok: {verdict.checked} events verified"
+    return False, (
+        f"audit chain BROKEN: first bad id {verdict.first_bad_id} "
+        f"({verdict.checked} events verified before it)"
+    )

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service.clock import Clock, SystemClock
 from auth_service.container_parts import build_clients, build_key_rotation, build_user_areas
+from auth_service.crypto.audit_mac import AuditMac
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
@@ -27,6 +29,7 @@ from auth_service.errors import ConfigurationError
 from auth_service.scheduler import KeyScheduler
 from auth_service.services.accounts import Accounts
 from auth_service.services.admin_users import AdminUsers
+from auth_service.services.audit import Audit
 from auth_service.services.clients import Clients
 from auth_service.services.health import Health
 from auth_service.services.keyring import KeyRing
@@ -75,6 +78,7 @@ class Container:
     password_policy: PasswordPolicy
     mailer: Mailer
     revocations: RevocationIndex
+    audit: Audit
     # The services:
     accounts: Accounts
     admin_users: AdminUsers
@@ -127,8 +131,9 @@ def build_container(
     keyring = KeyRing()
     hasher = hasher or PasswordHasher.from_settings(settings)
     revocations = RevocationIndex(db.writer, store, clock, RevocationPolicy.from_settings(settings))
-    rotation = build_key_rotation(settings, db, store, keyring, clock, key_generator)
-    users = build_user_areas(settings, db, store, keyring, hasher, clock)
+    audit = Audit(db, AuditMac(settings.secret_value()), clock)
+    rotation = build_key_rotation(settings, db, store, keyring, clock, key_generator, audit)
+    users = build_user_areas(settings, db, store, keyring, hasher, clock, audit)
     validator = TokenValidator(
         keyring,
         store,
@@ -138,7 +143,7 @@ def build_container(
         ensure_index=revocations.ensure,
     )
     revocation = RevocationPolicy.from_settings(settings)
-    clients = build_clients(settings, db, store, hasher, clock)
+    clients = build_clients(settings, db, store, hasher, clock, audit)
     return Container(
         settings=settings,
         engine=engine,
@@ -150,6 +155,7 @@ def build_container(
         password_policy=users.password_policy,
         mailer=users.mailer,
         revocations=revocations,
+        audit=audit,
         accounts=users.accounts,
         admin_users=users.admin_users,
         logins=users.logins,
@@ -178,7 +184,15 @@ def build_container(
             stale_after=timedelta(seconds=3 * settings.key_cache_refresh_seconds),
         ),
         scheduler=(
-            KeyScheduler(rotation, every=timedelta(seconds=settings.key_check_interval_seconds))
+            KeyScheduler(
+                rotation,
+                every=timedelta(seconds=settings.key_check_interval_seconds),
+                housekeeping=(
+                    partial(audit.prune_older_than, settings.audit_retention_days)
+                    if settings.audit_retention_days
+                    else None
+                ),
+            )
             if settings.scheduler_enabled
             else None
         ),

@@ -11,6 +11,7 @@ from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.session import Database
 from auth_service.services.accounts import AccountRules, Accounts
 from auth_service.services.admin_users import AdminUsers
+from auth_service.services.audit import Audit
 from auth_service.services.client_auth import ClientAuthenticator
 from auth_service.services.clients import Clients
 from auth_service.services.keyring import KeyRing
@@ -29,7 +30,12 @@ from auth_service.store import Store
 
 
 def build_clients(
-    settings: Settings, db: Database, store: Store, hasher: PasswordHasher, clock: Clock
+    settings: Settings,
+    db: Database,
+    store: Store,
+    hasher: PasswordHasher,
+    clock: Clock,
+    audit: Audit,
 ) -> Clients:
     authenticator = ClientAuthenticator(
         db.reader,  # it only reads the client row (on SQLite: no write lock)
@@ -41,7 +47,7 @@ def build_clients(
         clock=clock,
     )
     revocation = RevocationPolicy.from_settings(settings)
-    return Clients(db, store, hasher, authenticator, revocation, clock)
+    return Clients(db, store, hasher, authenticator, revocation, clock, audit)
 
 
 def build_key_rotation(
@@ -51,6 +57,7 @@ def build_key_rotation(
     keyring: KeyRing,
     clock: Clock,
     key_generator: KeyGenerator,
+    audit: Audit,
 ) -> KeyRotation:
     keys = KeyContext(
         sessionmaker=db.writer,
@@ -60,6 +67,7 @@ def build_key_rotation(
         key_bits=settings.signing_key_bits,
         lock_ttl=timedelta(seconds=settings.key_lock_ttl_seconds),
         generate=key_generator,
+        audit=audit,
     )
     return KeyRotation(keys, RotationPolicy.from_settings(settings), keyring, db)
 
@@ -84,22 +92,28 @@ def build_user_areas(
     keyring: KeyRing,
     hasher: PasswordHasher,
     clock: Clock,
+    audit: Audit,
 ) -> UserAreas:
     """The frontend-facing services, each given the ones it calls."""
     policy = PasswordPolicy.from_settings(settings)
     mailer = create_mailer(settings, clock)
     revocation = RevocationPolicy.from_settings(settings)
     tokens = TokenIssuer(keyring, TokenPolicy.from_settings(settings))
-    sessions = Sessions(db, store, tokens, SessionPolicy.from_settings(settings), revocation, clock)
+    sessions = Sessions(
+        db, store, tokens, SessionPolicy.from_settings(settings), revocation, clock, audit
+    )
     rules = PasswordRules.from_settings(settings)
-    passwords = Passwords(db, store, hasher, policy, sessions, mailer, rules, clock)
+    passwords = Passwords(db, store, hasher, policy, sessions, mailer, rules, clock, audit)
     sealed = Totp.envelope_for(settings.secret_value())
     issuer = settings.totp_issuer_name
-    totp = Totp(db, store, sealed, passwords, sessions, mailer, issuer, clock)
-    logins = Logins(db, store, hasher, sessions, totp, LoginRules.from_settings(settings), clock)
+    totp = Totp(db, store, sealed, passwords, sessions, mailer, issuer, clock, audit)
+    login_rules = LoginRules.from_settings(settings)
+    logins = Logins(db, store, hasher, sessions, totp, login_rules, clock, audit)
     account_rules = AccountRules.from_settings(settings)
-    accounts = Accounts(db, store, hasher, policy, sessions, account_rules, revocation, clock)
-    admin_users = AdminUsers(db, sessions, mailer, clock)
+    accounts = Accounts(
+        db, store, hasher, policy, sessions, account_rules, revocation, clock, audit
+    )
+    admin_users = AdminUsers(db, sessions, mailer, clock, audit)
     return UserAreas(
         policy, mailer, tokens, sessions, passwords, totp, logins, accounts, admin_users
     )

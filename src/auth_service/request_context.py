@@ -1,4 +1,5 @@
-"""What the services may know of the HTTP request they serve: its id and the client's IP.
+"""What the services may know of the HTTP request they serve: its id, the client's IP and the
+signed-in caller.
 
 The request-context middleware sets it for every request; the audit log reads it. The IP is
 resolved (through the trusted proxies, as every limit resolves it) only when asked for, so the
@@ -18,6 +19,8 @@ class RequestContext:
     ) -> None:
         self.request_id = request_id
         self._resolve_ip = resolve_ip
+        # The signed-in caller (a user id), once a route's token check has passed.
+        self.actor: str | None = None
 
     @cached_property
     def ip(self) -> str | None:

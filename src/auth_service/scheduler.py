@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -29,9 +31,19 @@ _SHUTDOWN_SECONDS = 10
 
 
 class KeyScheduler:
-    def __init__(self, rotation: KeyRotation, *, every: timedelta) -> None:
+    def __init__(
+        self,
+        rotation: KeyRotation,
+        *,
+        every: timedelta,
+        housekeeping: Callable[[], Awaitable[object]] | None = None,
+        housekeeping_every: timedelta = timedelta(hours=1),
+    ) -> None:
         self._rotation = rotation
         self._every = every
+        self._housekeeping = housekeeping  # the audit log's retention (services/audit.py)
+        self._housekeeping_every = housekeeping_every.total_seconds()
+        self._housekept_at: float | None = None
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[None]] = set()
 
@@ -61,6 +73,17 @@ class KeyScheduler:
         if task is not None:
             self._running.add(task)
         try:
+            await self._key_work()
+            try:
+                await self._housekeep()
+            except Exception:
+                log.exception("audit retention failed; it runs again within the hour")
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _key_work(self) -> None:
+        try:
             report = await self._rotation.run_due_work()
             if report.rotation is not None and report.rotation.rotated:
                 log.info("scheduled rotation: %s is active", report.rotation.active_kid)
@@ -70,9 +93,13 @@ class KeyScheduler:
             log.info("key lifecycle check skipped: %s", exc)
         except Exception:
             log.exception("key lifecycle check failed; it runs again on the next tick")
-        finally:
-            if task is not None:
-                self._running.discard(task)
+
+    async def _housekeep(self) -> None:
+        now = time.monotonic()
+        due = self._housekept_at is None or now - self._housekept_at >= self._housekeeping_every
+        if self._housekeeping is not None and due:
+            self._housekept_at = now
+            await self._housekeeping()
 
     async def shutdown(self) -> None:
         """Stop scheduling, let a check in flight finish (bounded; it is one transaction, so

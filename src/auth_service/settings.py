@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     key_cache_refresh_seconds: int = Field(60, ge=1)
     key_lock_ttl_seconds: int = Field(30, ge=5)
     key_check_interval_seconds: float = Field(60, gt=0, le=3600)
+    # The audit chain: events older than this are pruned hourly with a signed checkpoint
+    # (0 keeps every event).
+    audit_retention_days: int = Field(0, ge=0, le=36_500)
     unknown_kid_reload_seconds: float = Field(5, ge=0, le=3600)
     max_request_bytes: int = Field(524_288, ge=1024)
     validation_cache_size: int = Field(100_000, ge=0)

@@ -1,6 +1,6 @@
-"""An operator's action on instance A takes effect on instance B within a second: a user
-disabled, a user's tokens revoked, a role removed (two `auth-service serve` processes on one
-PostgreSQL database and one Redis prefix)."""
+"""Two `auth-service serve` processes on one PostgreSQL database and one Redis prefix: an
+operator's action on A takes effect on B within a second (a user disabled, a user's tokens
+revoked, a role removed), and both append to one audit chain that verifies."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ import time
 import httpx
 import pytest
 
-from tests.support.cluster import POLL, Cluster, bearer, boot, login, register, validate
+from tests.support.backends import pg_execute
+from tests.support.cluster import (
+    POLL,
+    Cluster,
+    bearer,
+    boot,
+    cli_output,
+    login,
+    register,
+    run_cli,
+    validate,
+)
 
 PASSWORD = "Operators act everywhere 0001 xq"
 WITHIN = 1.0
@@ -67,3 +78,32 @@ async def test_an_admin_action_on_a_is_enforced_by_b_within_a_second(
         assert time.monotonic() - acted_at < WITHIN, ("still valid on B", cluster.logs())
         await asyncio.sleep(POLL)
     assert verdict["error"] in {reason, "session_revoked"}, verdict
+
+
+async def test_two_instances_appending_at_once_keep_one_chain_and_the_cli_verifies_it(
+    cluster: Cluster, http: httpx.AsyncClient, database_url: str
+) -> None:
+    app = await boot(cluster, http, count=2)
+    a, b = app.instances
+    for instance in (a, b):
+        await register(http, instance.base, f"user@{instance.name}.example.com", PASSWORD)
+
+    async def fail(base: str, n: int) -> int:
+        answer = await http.post(
+            f"{base}/auth/login", json={"email": f"nobody{n}@example.com", "password": "x" * 12}
+        )
+        return answer.status_code
+
+    codes = await asyncio.gather(*(fail(inst.base, n) for n in range(15) for inst in (a, b)))
+    assert set(codes) == {401}, codes
+    verdict = await http.get(f"{b.base}/admin/audit/verify", headers=bearer(app.admin))
+    assert verdict.status_code == 200, verdict.text
+    body = verdict.json()
+    assert body["ok"] is True and body["checked"] >= 30, body
+    verified = run_cli(cluster.env, cluster.workdir, "audit", "verify")
+    assert "audit chain ok" in cli_output(verified)
+
+    await pg_execute(database_url, "UPDATE audit_events SET ip = '10.6.6.6' WHERE id = 7")
+    broken = run_cli(cluster.env, cluster.workdir, "audit", "verify")
+    stdout, _ = broken.communicate(timeout=30)
+    assert broken.returncode == 1 and "first bad id 7" in stdout, stdout

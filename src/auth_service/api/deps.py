@@ -12,8 +12,10 @@ from fastapi import Depends, Request
 from auth_service.api.middleware import nearest_untrusted_hop
 from auth_service.container import Container
 from auth_service.errors import InvalidClientError, UnauthorizedError
+from auth_service.request_context import current_request
 from auth_service.services.accounts import Accounts
 from auth_service.services.admin_users import AdminUsers
+from auth_service.services.audit import Audit
 from auth_service.services.clients import Clients
 from auth_service.services.health import Health
 from auth_service.services.keyring import KeyRing
@@ -55,6 +57,7 @@ SettingsDep = Annotated[Settings, part("settings")]
 KeyRingDep = Annotated[KeyRing, part("keyring")]
 AccountsDep = Annotated[Accounts, part("accounts")]
 AdminUsersDep = Annotated[AdminUsers, part("admin_users")]
+AuditDep = Annotated[Audit, part("audit")]
 LoginsDep = Annotated[Logins, part("logins")]
 SessionsDep = Annotated[Sessions, part("sessions")]
 PasswordsDep = Annotated[Passwords, part("passwords")]
@@ -94,6 +97,7 @@ async def get_access_claims(request: Request, validator: ValidatorDep) -> dict[s
         raise UnauthorizedError(f"The access token is not valid ({verdict.error}).")
     if not isinstance(verdict.claims.get("sid"), str):
         raise UnauthorizedError("A user access token is required.")
+    current_request().actor = str(verdict.claims["sub"])  # the audit log's actor
     return verdict.claims
 
 

@@ -38,6 +38,7 @@ from auth_service.errors import (
 )
 from auth_service.services import store_keys
 from auth_service.services.admins import ADMIN_ROLE, ensure_another_admin
+from auth_service.services.audit import Audit
 from auth_service.services.limits import ip_group, take_attempt
 from auth_service.services.password_policy import PasswordPolicy
 from auth_service.services.revocation import RevocationPolicy, mark_disabled
@@ -117,8 +118,10 @@ class Accounts:
         rules: AccountRules,
         revocation: RevocationPolicy,
         clock: Clock,
+        audit: Audit,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._store = store
         self._hasher = hasher
         self._password_policy = password_policy
@@ -177,6 +180,13 @@ class Accounts:
             # insert: the unique index decides.
             async with self._db.transaction() as db:
                 db.add(user)
+                await db.flush()
+                await self._audit.record(
+                    db,
+                    "user.registered",
+                    subject=str(user.id),
+                    details={"email": address, "roles": list(roles)},
+                )
         except IntegrityError as exc:
             if not _is_email_conflict(exc):
                 raise
@@ -248,6 +258,9 @@ class Accounts:
                 await self._sessions.end_all(db, user, reason="user_disabled")
                 # The index entry is written before the commit: a failure leaves nothing.
                 await mark_disabled(store, revocation, user_id=str(user.id), disabled=True)
+            await self._audit.record(
+                db, "user.disabled" if disabled else "user.enabled", subject=str(user.id)
+            )
         if not disabled:
             # Deleted only after the commit: a revocation-index rebuild that read the row
             # before it would otherwise write the entry back (revocation_index.py re-reads).

@@ -27,6 +27,7 @@ from auth_service.db.session import Database
 from auth_service.errors import InvalidRequestError, MfaNotEnabledError, NotFoundError
 from auth_service.services.accounts import MAX_EMAIL_LENGTH, try_normalize_email
 from auth_service.services.admins import ADMIN_ROLE, ensure_another_admin
+from auth_service.services.audit import Audit
 from auth_service.services.mail import FollowUp, Mailer, MailMessage, send_quietly
 from auth_service.services.sessions import Sessions
 
@@ -91,8 +92,11 @@ def _like_escaped(prefix: str) -> str:
 
 
 class AdminUsers:
-    def __init__(self, db: Database, sessions: Sessions, mailer: Mailer, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, sessions: Sessions, mailer: Mailer, clock: Clock, audit: Audit
+    ) -> None:
         self._db = db
+        self._audit = audit
         self._sessions = sessions
         self._mailer = mailer
         self._clock = clock
@@ -124,6 +128,7 @@ class AdminUsers:
             if user is None:
                 raise NotFoundError("No user has this id.")
             await self._sessions.end_all(db, user, reason="revoked_by_admin")
+            await self._audit.record(db, "admin.user_tokens_revoked", subject=str(user_id))
 
     async def set_roles(self, user_id: uuid.UUID, roles: Sequence[str]) -> UserDetail:
         """Replace the user's roles. Removing any role also revokes every session and token
@@ -141,6 +146,9 @@ class AdminUsers:
             user.updated_at = self._clock.now()
             if removed:
                 await self._sessions.end_all(db, user, reason="roles_changed")
+            await self._audit.record(
+                db, "admin.user_roles_changed", subject=str(user_id), details={"roles": names}
+            )
             await db.flush()
             return await self._detail(db, user_id)
 
@@ -158,6 +166,7 @@ class AdminUsers:
             user.totp_confirmed_at = None
             await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
             await self._sessions.end_all(db, user, reason="mfa_reset")
+            await self._audit.record(db, "admin.user_mfa_reset", subject=str(user_id))
             email = user.email
         return partial(send_quietly, self._mailer, _mfa_reset_notice(email))
 

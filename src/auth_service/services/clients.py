@@ -32,6 +32,7 @@ from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.models import Client
 from auth_service.db.session import Database
 from auth_service.errors import InvalidRequestError, NotFoundError
+from auth_service.services.audit import Audit
 from auth_service.services.client_auth import ClientAuthenticator
 from auth_service.services.revocation import RevocationPolicy, revoke_client_tokens
 from auth_service.services.store_keys import CLIENTS_CHANNEL
@@ -75,8 +76,10 @@ class Clients:
         authenticator: ClientAuthenticator,
         revocation: RevocationPolicy,
         clock: Clock,
+        audit: Audit,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._store = store
         self._hasher = hasher
         self._authenticator = authenticator
@@ -115,6 +118,12 @@ class Clients:
         )
         async with self._db.transaction() as db:
             db.add(client)
+            await self._audit.record(
+                db,
+                "client.created",
+                subject=client.client_id,
+                details={"name": client.name, "scopes": allowed},
+            )
         return NewSecret(client=client, client_secret=secret)
 
     async def active(self) -> list[Client]:
@@ -132,6 +141,7 @@ class Clients:
                 raise NotFoundError("No such client.")
             client.deleted_at = client.tokens_revoked_after = client.updated_at = now
             await revoke_client_tokens(self._store, self._revocation, client_id=client_id)
+            await self._audit.record(db, "client.deleted", subject=client_id)
         await self._announce(client_id)
 
     async def rotate_secret(
@@ -153,6 +163,12 @@ class Clients:
             client.previous_secret_expires_at = now + overlap if keep else None
             client.secret_hash = secret_hash
             client.secret_rotated_at = client.updated_at = now
+            await self._audit.record(
+                db,
+                "client.secret_rotated",
+                subject=client_id,
+                details={"overlap_seconds": int(overlap.total_seconds())},
+            )
         await self._announce(client_id)
         return NewSecret(client=client, client_secret=secret)
 

@@ -34,6 +34,7 @@ from auth_service.crypto.jwk import (
 from auth_service.db.models import KeyStatus, SigningKey
 from auth_service.errors import KeyDecryptionError, RotationInProgressError, ServiceUnavailableError
 from auth_service.observability import Metrics
+from auth_service.services.audit import Audit
 from auth_service.services.keyring import (
     KeySnapshot,
     SigningMaterial,
@@ -68,6 +69,13 @@ class KeyContext:
     # kid → (sealed bytes, opened key): a key is decrypted and RSA-checked once per process
     # (~60 ms each), not on every reload; a changed ciphertext is opened afresh.
     opened: dict[str, tuple[bytes, rsa.RSAPrivateKey]] = field(default_factory=dict)
+    audit: Audit | None = None  # None in the tests that race bare key contexts
+
+
+async def audit_key(ctx: KeyContext, session: AsyncSession, type_: str, kid: str) -> None:
+    """A key's change in the audit log, in the transaction that makes it."""
+    if ctx.audit is not None:
+        await ctx.audit.record(session, type_, subject=kid)
 
 
 def signing_envelope(secret: str) -> Envelope:
@@ -153,10 +161,15 @@ async def _create_missing_keys(ctx: KeyContext, token: str) -> bool:
         if has_active and has_next:
             return False
         if not has_active:
-            session.add(await new_signing_key(ctx, status=KeyStatus.ACTIVE, now=now))
+            first = await new_signing_key(ctx, status=KeyStatus.ACTIVE, now=now)
+            session.add(first)
+            await audit_key(ctx, session, "key.published", first.kid)
+            await audit_key(ctx, session, "key.promoted", first.kid)
             log.info("created the first active signing key")
         if not has_next:
-            session.add(await new_signing_key(ctx, status=KeyStatus.NEXT, now=now))
+            upcoming = await new_signing_key(ctx, status=KeyStatus.NEXT, now=now)
+            session.add(upcoming)
+            await audit_key(ctx, session, "key.published", upcoming.kid)
         if not await ctx.store.extend_lock(KEYS_LOCK, token, ctx.lock_ttl):
             raise RotationInProgressError("the key lock was lost before commit; nothing written")
     return True

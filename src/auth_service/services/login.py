@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import NoReturn
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.clock import Clock
 from auth_service.crypto.passwords import PasswordHasher, hash_opaque
@@ -44,6 +45,7 @@ from auth_service.errors import (
 )
 from auth_service.services import store_keys
 from auth_service.services.accounts import find_by_email, try_normalize_email
+from auth_service.services.audit import Audit
 from auth_service.services.limits import (
     LOGIN_WINDOW,
     MFA_USER_ATTEMPTS,
@@ -114,8 +116,10 @@ class Logins:
         totp: Totp,
         rules: LoginRules,
         clock: Clock,
+        audit: Audit,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._store = store
         self._hasher = hasher
         self._sessions = sessions
@@ -141,11 +145,15 @@ class Logins:
             await take_attempts(self._store, limits)
         if candidate is None or address is None:
             await self._hasher.verify_dummy(password)
+            if address is not None:
+                await self._failed(address, "unknown_account")
             raise InvalidCredentialsError()
         user = candidate.user
         if not await self._verify(user, address, password, ip, known=candidate.known):
+            await self._failed(str(user.id), "wrong_password")
             raise InvalidCredentialsError()
         if user.disabled:
+            await self._failed(str(user.id), "account_disabled")
             raise AccountDisabledError()
         # A known pair was not held by the account-wide counter, so its success does not
         # reset it either: the owner logging in from home must not hand a sprayer a fresh
@@ -165,10 +173,13 @@ class Logins:
                 current.updated_at = self._clock.now()
             await self._remember_device(address, ip)
             if current.mfa_enabled:
+                await self._audit.record(db, "login.password_ok_mfa_required", subject=str(user.id))
                 return await self._challenge(current)
-            return await self._sessions.start(
+            pair = await self._sessions.start(
                 db, current, amr=["pwd"], ip=ip, user_agent=user_agent
             )
+            await self._succeeded(db, current, ["pwd"])
+            return pair
 
     async def sheds(self, email: str, ip: str | None) -> bool:
         """Whether a login is refused at once (503 server_busy). Under a flood the strangers'
@@ -215,21 +226,38 @@ class Logins:
         await take_attempt(self._store, mfa_user_key(user.id), MFA_USER_ATTEMPTS)
         totp_code = looks_like_totp(code)
         if totp_code and not await self._totp.accept(user, code.strip()):
-            await self._count_failure(mfa_token, key)
+            await self._count_failure(mfa_token, key, user)
         async with self._db.transaction() as db:
             if totp_code:
                 amr = ["pwd", "otp"]
             elif await use_recovery_code(db, user.id, code, self._clock.now()):
                 amr = ["pwd", "recovery"]
+                await self._audit.record(db, "mfa.recovery_code_used", subject=str(user.id))
             else:
-                await self._count_failure(mfa_token, key)  # raises: the transaction rolls back
-            current = await db.get(User, user.id)
-            if current is None or current.disabled or not current.mfa_enabled:
-                raise InvalidMfaTokenError()
-            if not await guard_store(self._store.delete(key)):
-                raise InvalidMfaTokenError()  # a concurrent right answer used it first
-            await guard_store(self._store.reset_counter(mfa_user_key(user.id)))
-            return await self._sessions.start(db, current, amr=amr, ip=ip, user_agent=user_agent)
+                amr = []  # a wrong code: counted after this (empty) transaction ends
+            if amr:
+                current = await db.get(User, user.id)
+                if current is None or current.disabled or not current.mfa_enabled:
+                    raise InvalidMfaTokenError()
+                if not await guard_store(self._store.delete(key)):
+                    raise InvalidMfaTokenError()  # a concurrent right answer used it first
+                await guard_store(self._store.reset_counter(mfa_user_key(user.id)))
+                pair = await self._sessions.start(
+                    db, current, amr=amr, ip=ip, user_agent=user_agent
+                )
+                await self._succeeded(db, current, amr)
+                return pair
+        await self._count_failure(mfa_token, key, user)
+
+    async def _succeeded(self, db: AsyncSession, user: User, amr: list[str]) -> None:
+        subject = str(user.id)
+        await self._audit.record(
+            db, "login.succeeded", actor=subject, subject=subject, details={"amr": amr}
+        )
+
+    async def _failed(self, subject: str, reason: str) -> None:
+        """A refused password step, in the audit log (never the password)."""
+        await self._audit.append("login.failed", subject=subject, details={"reason": reason})
 
     async def _remember_device(self, address: str, ip: str | None) -> None:
         ttl = self._rules.known_client
@@ -289,8 +317,10 @@ class Logins:
         )
         return MfaChallenge(mfa_token=token, expires_in=int(ttl.total_seconds()))
 
-    async def _count_failure(self, mfa_token: str, key: str) -> NoReturn:
-        """A wrong code: counted against the mfa_token (the 5th burns it); always raises."""
+    async def _count_failure(self, mfa_token: str, key: str, user: User) -> NoReturn:
+        """A wrong code: counted against the mfa_token (the 5th burns it), audited; always
+        raises."""
+        await self._audit.append("login.mfa_failed", subject=str(user.id))
         failures = await guard_store(
             self._store.hit(
                 store_keys.mfa_failure_key(hash_opaque(mfa_token)),

@@ -34,6 +34,7 @@ from auth_service.db.models import PasswordResetToken, User
 from auth_service.db.session import Database
 from auth_service.errors import InvalidCredentialsError, InvalidResetTokenError, NotFoundError
 from auth_service.services.accounts import try_normalize_email
+from auth_service.services.audit import Audit
 from auth_service.services.limits import account_key, ip_group, reset_counters, take_attempt
 from auth_service.services.mail import FollowUp, Mailer, MailMessage, send_quietly
 from auth_service.services.password_policy import PasswordPolicy
@@ -77,8 +78,10 @@ class Passwords:
         mailer: Mailer,
         rules: PasswordRules,
         clock: Clock,
+        audit: Audit,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._store = store
         self._hasher = hasher
         self._policy = policy
@@ -108,6 +111,7 @@ class Passwords:
             await self._sessions.revoke_all(
                 db, user_id=user.id, reason="password_changed", keep=session_id
             )
+            await self._audit.record(db, "password.changed", subject=str(user.id))
 
     async def verify_current(self, user: User, password: str) -> None:
         """A password a signed-in user must type again (change, TOTP setup and disable):
@@ -149,6 +153,7 @@ class Passwords:
                         expires_at=now + self._rules.reset_ttl,
                     )
                 )
+                await self._audit.record(db, "password.forgot", subject=str(user.id))
         except Exception:
             log.exception("a password-reset request could not be recorded")
             return False
@@ -198,6 +203,7 @@ class Passwords:
                 .execution_options(synchronize_session=False)
             )
             await self._sessions.revoke_all(db, user_id=user.id, reason="password_reset")
+            await self._audit.record(db, "password.reset", subject=str(user.id))
 
     async def _replace_hash(self, db: AsyncSession, user: User, new_hash: str) -> bool:
         """Set the new hash only where the row still has the one the caller verified."""

@@ -40,6 +40,7 @@ from auth_service.services.keys import (
     KEYS_CHANNEL,
     KEYS_LOCK,
     KeyContext,
+    audit_key,
     ensure_signing_keys,
     list_keys,
     load_snapshot,
@@ -144,6 +145,10 @@ async def _promote(
     await session.flush()
     session.add(replacement)
     await session.flush()
+    if active is not None:
+        await audit_key(ctx, session, "key.retired", active.kid)
+    await audit_key(ctx, session, "key.promoted", upcoming.kid)
+    await audit_key(ctx, session, "key.published", replacement.kid)
     return RotationResult(
         active_kid=upcoming.kid,
         previous_kid=active.kid if active is not None else None,
@@ -227,9 +232,12 @@ async def revoke_key(ctx: KeyContext, policy: RotationPolicy, kid: str) -> tuple
             was_next = row.status == KeyStatus.NEXT
             row.status, row.revoked_at = KeyStatus.REVOKED, now
             await session.flush()
+            await audit_key(ctx, session, "key.revoked", kid)
             if was_next:
-                session.add(await new_signing_key(ctx, status=KeyStatus.NEXT, now=now))
+                upcoming = await new_signing_key(ctx, status=KeyStatus.NEXT, now=now)
+                session.add(upcoming)
                 await session.flush()
+                await audit_key(ctx, session, "key.published", upcoming.kid)
         active = (await _keys_in(session, KeyStatus.ACTIVE))[KeyStatus.ACTIVE]
         await _still_held(ctx, token)
     if changed:
@@ -246,6 +254,7 @@ async def expire_retired_keys(ctx: KeyContext) -> list[str]:
         rows = await _retired_keys_past_expiry(ctx, session)
         for row in rows:
             row.status = KeyStatus.EXPIRED
+            await audit_key(ctx, session, "key.expired", row.kid)
         await _still_held(ctx, token)
     if rows:
         log.info("expired retired signing keys: %s", ", ".join(row.kid for row in rows))

@@ -30,6 +30,7 @@ from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import RefreshToken, Session, User
 from auth_service.db.session import Database
 from auth_service.errors import InvalidRefreshTokenError, NotFoundError, RefreshTokenReusedError
+from auth_service.services.audit import Audit
 from auth_service.services.revocation import (
     RevocationPolicy,
     revoke_jti,
@@ -108,9 +109,11 @@ class Sessions:
         policy: SessionPolicy,
         revocation: RevocationPolicy,
         clock: Clock,
+        audit: Audit,
     ) -> None:
         self._db = db
         self._store = store
+        self._audit = audit
         self._tokens = tokens
         self._policy = policy
         self._revocation = revocation
@@ -169,6 +172,9 @@ class Sessions:
                     session_id=uuid.UUID(claims["sid"]),
                     reason="logout",
                 )
+                await self._audit.record(
+                    db, "logout", subject=str(claims["sub"]), details={"session_id": claims["sid"]}
+                )
             expires_at = datetime.fromtimestamp(float(claims["exp"]), tz=now.tzinfo)
             await revoke_jti(
                 self._store,
@@ -194,6 +200,13 @@ class Sessions:
             await self.revoke_one(
                 db, user_id=session.user_id, session_id=session.id, reason="logout"
             )
+            await self._audit.record(
+                db,
+                "logout",
+                actor=str(session.user_id),
+                subject=str(session.user_id),
+                details={"session_id": str(session.id), "by": "cookie"},
+            )
 
     async def logout_all(self, *, user_id: uuid.UUID) -> None:
         """Every session of the user, and every token issued until now
@@ -203,6 +216,7 @@ class Sessions:
             user = await db.get(User, user_id, with_for_update=True)
             if user is not None:
                 await self.end_all(db, user, reason="logout_all")
+                await self._audit.record(db, "logout_all", subject=str(user_id))
 
     async def end_all(self, db: AsyncSession, user: User, *, reason: str) -> None:
         """In the caller's transaction (it commits): every session of ``user`` revoked and
@@ -313,6 +327,12 @@ class Sessions:
                 if again is not None:
                     return again
             await _revoke_family(db, session, now, reason="refresh_token_reused")
+            await self._audit.record(
+                db,
+                "refresh.reuse_detected",
+                subject=str(session.user_id),
+                details={"session_id": str(session.id)},
+            )
         await revoke_sessions(self._store, self._revocation, [str(session.id)])
         return _Outcome.REUSED
 

@@ -32,6 +32,7 @@ from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import RecoveryCode, User
 from auth_service.db.session import Database
 from auth_service.errors import MfaAlreadyEnabledError, MfaCodeRejectedError, UnauthorizedError
+from auth_service.services.audit import Audit
 from auth_service.services.limits import (
     MFA_USER_ATTEMPTS,
     mfa_user_key,
@@ -78,8 +79,10 @@ class Totp:
         mailer: Mailer,
         issuer_name: str,
         clock: Clock,
+        audit: Audit,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._store = store
         self._envelope = envelope
         self._passwords = passwords
@@ -144,6 +147,7 @@ class Totp:
             await self._sessions.revoke_all(
                 db, user_id=user.id, reason="mfa_enabled", keep=session_id
             )
+            await self._audit.record(db, "mfa.enabled", subject=str(user.id))
         return TotpEnabled(codes, self._notice(user.email, enabled=True))
 
     async def disable(
@@ -170,6 +174,7 @@ class Totp:
             await self._sessions.revoke_all(
                 db, user_id=user.id, reason="mfa_disabled", keep=session_id
             )
+            await self._audit.record(db, "mfa.disabled", subject=str(user.id))
         await reset_counters(self._store, [mfa_user_key(user.id)])
         return self._notice(user.email, enabled=False)
 
