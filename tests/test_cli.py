@@ -56,7 +56,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(
     monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/sub/auth.db")
     assert main(["migrate"]) == 0
     assert main(["migrate"]) == 0
-    assert "database is at revision 0003" in capsys.readouterr().out
+    assert "database is at revision 0004" in capsys.readouterr().out
     assert (tmp_path / "sub" / "auth.db").exists()
 
 
@@ -371,9 +371,7 @@ async def test_audit_verify_exits_1_with_the_first_bad_id(
 ) -> None:
     import asyncio
 
-    settings = service.container.settings
-    monkeypatch.setenv("AUTH_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", TEST_SECRET)
+    _cli_environment(service, monkeypatch)
     for number in range(3):
         await service.container.audit.append("test.cli", subject=str(number))
     assert await asyncio.to_thread(main, ["audit", "verify"]) == 0

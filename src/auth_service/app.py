@@ -20,6 +20,7 @@ from auth_service.api.routes import (
     admin_audit,
     admin_clients,
     admin_users,
+    admin_webhooks,
     auth,
     events,
     health,
@@ -94,4 +95,5 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(admin_clients.router)
     app.include_router(admin_users.router)
     app.include_router(admin_audit.router)
+    app.include_router(admin_webhooks.router)
     return app

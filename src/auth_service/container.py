@@ -19,7 +19,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service.clock import Clock, SystemClock
-from auth_service.container_parts import build_clients, build_key_rotation, build_user_areas
+from auth_service.container_parts import (
+    build_clients,
+    build_key_rotation,
+    build_user_areas,
+    build_webhooks,
+)
 from auth_service.crypto.audit_mac import AuditMac
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.crypto.passwords import PasswordHasher
@@ -52,6 +57,8 @@ from auth_service.services.sessions import Sessions
 from auth_service.services.store_keys import EVENTS_PREFIX, MIRRORED_PREFIXES
 from auth_service.services.totp import Totp
 from auth_service.services.validation import TokenValidator, ValidationPolicy
+from auth_service.services.webhook_sender import WebhookSender
+from auth_service.services.webhooks import Outbox, Webhooks
 from auth_service.settings import Settings, ensure_production_ready
 from auth_service.store import Store, StoreUnavailableError, create_store
 from auth_service.store.mirror import Journal, MirroredStore
@@ -79,6 +86,8 @@ class Container:
     mailer: Mailer
     revocations: RevocationIndex
     audit: Audit
+    webhooks: Webhooks
+    webhook_sender: WebhookSender
     # The services:
     accounts: Accounts
     admin_users: AdminUsers
@@ -131,7 +140,8 @@ def build_container(
     keyring = KeyRing()
     hasher = hasher or PasswordHasher.from_settings(settings)
     revocations = RevocationIndex(db.writer, store, clock, RevocationPolicy.from_settings(settings))
-    audit = Audit(db, AuditMac(settings.secret_value()), clock)
+    audit = Audit(db, AuditMac(settings.secret_value()), clock, Outbox(clock))
+    webhooks, sender = build_webhooks(settings, db, clock)
     rotation = build_key_rotation(settings, db, store, keyring, clock, key_generator, audit)
     users = build_user_areas(settings, db, store, keyring, hasher, clock, audit)
     validator = TokenValidator(
@@ -156,6 +166,8 @@ def build_container(
         mailer=users.mailer,
         revocations=revocations,
         audit=audit,
+        webhooks=webhooks,
+        webhook_sender=sender,
         accounts=users.accounts,
         admin_users=users.admin_users,
         logins=users.logins,
@@ -256,6 +268,9 @@ async def start(container: Container) -> None:
         )
     container.tasks.append(
         asyncio.create_task(container.clients.follow_changes(), name="client-changes")
+    )
+    container.tasks.append(
+        asyncio.create_task(container.webhook_sender.run(), name="webhook-sender")
     )
     if container.mirror is not None:
         follow = container.mirror.follow(

@@ -25,6 +25,9 @@ from auth_service.services.rotation import KeyRotation, RotationPolicy
 from auth_service.services.sessions import SessionPolicy, Sessions
 from auth_service.services.tokens import TokenIssuer, TokenPolicy
 from auth_service.services.totp import Totp
+from auth_service.services.webhook_sender import WebhookSender
+from auth_service.services.webhooks import Webhooks
+from auth_service.services.webhooks import sealer as webhook_sealer
 from auth_service.settings import Settings
 from auth_service.store import Store
 
@@ -48,6 +51,17 @@ def build_clients(
     )
     revocation = RevocationPolicy.from_settings(settings)
     return Clients(db, store, hasher, authenticator, revocation, clock, audit)
+
+
+def build_webhooks(
+    settings: Settings, db: Database, clock: Clock
+) -> tuple[Webhooks, WebhookSender]:
+    envelope = webhook_sealer(settings.secret_value())
+    production = settings.environment == "production"
+    sender = WebhookSender(
+        db, envelope, clock, production=production, poll_seconds=settings.webhook_poll_seconds
+    )
+    return Webhooks(db, envelope, clock, production=production), sender
 
 
 def build_key_rotation(

@@ -8,6 +8,7 @@ hot path pays one context-variable set. Outside a request (CLI, scheduler) both 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from functools import cached_property
@@ -24,7 +25,13 @@ class RequestContext:
 
     @cached_property
     def ip(self) -> str | None:
-        return self._resolve_ip() if self._resolve_ip is not None else None
+        """The client's address in its canonical form, or None when it is not an IP (a
+        proxy may forward anything: it never reaches a column unchecked)."""
+        raw = self._resolve_ip() if self._resolve_ip is not None else None
+        try:
+            return str(ipaddress.ip_address(raw)) if raw else None
+        except ValueError:
+            return None
 
 
 _NONE = RequestContext(None)

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # The audit chain: events older than this are pruned hourly with a signed checkpoint
     # (0 keeps every event).
     audit_retention_days: int = Field(0, ge=0, le=36_500)
+    # How often an idle webhook sender looks for due deliveries.
+    webhook_poll_seconds: float = Field(1.0, gt=0, le=60)
     unknown_kid_reload_seconds: float = Field(5, ge=0, le=3600)
     max_request_bytes: int = Field(524_288, ge=1024)
     validation_cache_size: int = Field(100_000, ge=0)

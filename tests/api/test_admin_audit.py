@@ -17,6 +17,7 @@ from tests.support.http import PASSWORD, register_and_login
 from tests.support.mfa import execute, raw_rows
 from tests.support.rotation import admin_headers
 from tests.support.service import Service
+from tests.support.service import started as started_service
 
 SECRETS_NEVER_LOGGED = (PASSWORD, "wrong password entirely 99")
 
@@ -218,3 +219,30 @@ async def test_the_scheduler_prunes_at_most_hourly_and_survives_a_failure(
     with caplog.at_level(logging.ERROR):
         await failing.tick()  # raises inside: logged, never out of the tick
     assert "audit retention failed" in caplog.text
+
+
+async def test_a_forwarded_hop_that_is_not_an_ip_is_not_stored_and_not_a_500(
+    make_container: Any, make_settings: Any
+) -> None:
+    """Attack review: a trusted proxy forwarding a 46-character hop made every audited
+    request a 500 (the column holds 45), and non-IP hops were stored as they came."""
+    settings = make_settings(trusted_proxies=["127.0.0.1"])
+    async with started_service(make_container(settings)) as service:
+        await register_and_login(service, "ip@example.com")
+        for hop in ("x" * 46, "<script>alert(1)</script>", "203.0.113.7"):
+            answer = await service.client.post(
+                "/auth/login",
+                json={"email": "ip@example.com", "password": "wrong password entirely 99"},
+                headers={"X-Forwarded-For": hop},
+            )
+            assert answer.status_code == 401, answer.text
+        ips = [row[0] for row in await raw_rows(service.container, "SELECT ip FROM audit_events")]
+        assert "203.0.113.7" in ips
+        assert all(ip is None or ip in ("127.0.0.1", "203.0.113.7") for ip in ips), ips
+
+
+@pytest.mark.parametrize("query", ["type=%00", "subject=a%00b"])
+async def test_unstorable_audit_filters_are_422(service: Service, query: str) -> None:
+    admin = await admin_headers(service)
+    response = await service.client.get(f"/admin/audit?{query}", headers=admin)
+    assert response.status_code == 422, response.text

@@ -155,22 +155,27 @@ async def test_a_planted_matching_pair_does_not_pass(svc: Service) -> None:
     assert refused.status_code == 403
 
 
-async def test_a_csrf_pair_of_another_session_does_not_pass(svc: Service) -> None:
-    """The attacker's own valid CSRF token (from its own login) against the victim's cookie."""
-    victim = await browser_login(svc, "victim@example.com")
-    attacker_client = httpx.AsyncClient(
-        transport=svc.client._transport, base_url="https://auth.example.com"
-    )
-    async with attacker_client:
-        await attacker_client.post(
+async def _attackers_own_pair(svc: Service) -> tuple[str, str]:
+    """A valid refresh/CSRF pair of the attacker's own session (from its own login)."""
+    attacker = httpx.AsyncClient(transport=svc.client._transport, base_url=svc.client.base_url)
+    async with attacker:
+        await attacker.post(
             "/auth/register", json={"email": "mallory@example.com", "password": PASSWORD}
         )
-        mine = await attacker_client.post(
+        mine = await attacker.post(
             "/auth/login",
             json={"email": "mallory@example.com", "password": PASSWORD},
             headers=ORIGIN,
         )
-    theirs = mine.json()["csrf_token"]
+        refresh = attacker.cookies.get(REFRESH)
+    assert refresh is not None
+    return refresh, str(mine.json()["csrf_token"])
+
+
+async def test_a_csrf_pair_of_another_session_does_not_pass(svc: Service) -> None:
+    """The attacker's own valid CSRF token (from its own login) against the victim's cookie."""
+    victim = await browser_login(svc, "victim@example.com")
+    _, theirs = await _attackers_own_pair(svc)
     svc.client.cookies.set(CSRF, theirs, domain="auth.example.com", path="/auth")
     assert (await cookie_refresh(svc, theirs)).status_code == 403
     assert theirs != victim["csrf_token"]
@@ -290,23 +295,6 @@ async def test_a_cookie_without_an_origin_still_needs_the_csrf_header(svc: Servi
     good = await svc.client.post("/auth/refresh", headers={"X-CSRF-Token": first["csrf_token"]})
     assert good.status_code == 200
     assert "refresh_token" not in good.json()  # the cookie flow answers with cookies
-
-
-async def _attackers_own_pair(svc: Service) -> tuple[str, str]:
-    """A valid refresh/CSRF pair of the attacker's own session (from its own login)."""
-    attacker = httpx.AsyncClient(transport=svc.client._transport, base_url=svc.client.base_url)
-    async with attacker:
-        await attacker.post(
-            "/auth/register", json={"email": "mallory@example.com", "password": PASSWORD}
-        )
-        mine = await attacker.post(
-            "/auth/login",
-            json={"email": "mallory@example.com", "password": PASSWORD},
-            headers=ORIGIN,
-        )
-        refresh = attacker.cookies.get(REFRESH)
-    assert refresh is not None
-    return refresh, str(mine.json()["csrf_token"])
 
 
 @pytest.mark.parametrize("path", ["/auth/refresh", "/auth/logout"])

@@ -21,6 +21,8 @@ TABLES = {
     "audit_events",
     "audit_head",
     "audit_checkpoints",
+    "webhook_endpoints",
+    "webhook_deliveries",
     "clients",
     "password_reset_tokens",
     "recovery_codes",
@@ -62,4 +64,4 @@ async def test_downgrade_and_upgrade_again(database_url: str) -> None:
             assert await connection.run_sync(_tables) == TABLES
     finally:
         await engine.dispose()
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"

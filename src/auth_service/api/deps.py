@@ -25,6 +25,7 @@ from auth_service.services.rotation import KeyRotation
 from auth_service.services.sessions import Sessions
 from auth_service.services.totp import Totp
 from auth_service.services.validation import TokenValidator
+from auth_service.services.webhooks import Webhooks
 from auth_service.settings import Settings
 
 
@@ -58,6 +59,7 @@ KeyRingDep = Annotated[KeyRing, part("keyring")]
 AccountsDep = Annotated[Accounts, part("accounts")]
 AdminUsersDep = Annotated[AdminUsers, part("admin_users")]
 AuditDep = Annotated[Audit, part("audit")]
+WebhooksDep = Annotated[Webhooks, part("webhooks")]
 LoginsDep = Annotated[Logins, part("logins")]
 SessionsDep = Annotated[Sessions, part("sessions")]
 PasswordsDep = Annotated[Passwords, part("passwords")]

@@ -49,12 +49,24 @@ class UserPage:
     next_cursor: str | None
 
 
+def storable(text: str, field: str) -> str:
+    """``text`` unless a database cannot hold it (NUL, a lone surrogate): then 422."""
+    if "\x00" in text:
+        raise InvalidRequestError(f"{field}: must not contain NUL")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(f"{field}: not valid Unicode text") from None
+    return text
+
+
 def email_prefix(raw: str) -> str:
     """A search prefix in the form emails are stored: a whole address goes through the one
     normaliser (``normalize_email``); a partial one through its steps that apply to a
     prefix (NFKC, trim, lower case)."""
     if len(raw) > MAX_EMAIL_LENGTH:
         raise InvalidRequestError(f"email: must be at most {MAX_EMAIL_LENGTH} characters")
+    storable(raw, "email")
     whole = try_normalize_email(raw) if "@" in raw else None
     return whole or unicodedata.normalize("NFKC", raw).strip().lower()
 
@@ -82,7 +94,7 @@ def _decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
         email, user_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         if not isinstance(email, str):
             raise TypeError(email)
-        return email, uuid.UUID(str(user_id))
+        return storable(email, "cursor"), uuid.UUID(str(user_id))
     except (ValueError, TypeError, UnicodeError, binascii.Error):
         raise InvalidRequestError("cursor: not a cursor this service returned") from None
 

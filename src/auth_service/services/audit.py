@@ -26,6 +26,7 @@ from auth_service.db.models import AuditCheckpoint, AuditEvent, AuditHead
 from auth_service.db.session import Database
 from auth_service.errors import ConfigurationError
 from auth_service.request_context import current_request
+from auth_service.services.webhooks import Outbox
 
 log = logging.getLogger(__name__)
 _PAGE = 500
@@ -62,10 +63,11 @@ def _checkpoint_record(row: AuditCheckpoint) -> dict[str, object]:
 
 
 class Audit:
-    def __init__(self, db: Database, mac: AuditMac, clock: Clock) -> None:
+    def __init__(self, db: Database, mac: AuditMac, clock: Clock, outbox: Outbox) -> None:
         self._db = db
         self._mac = mac
         self._clock = clock
+        self._outbox = outbox  # the webhook deliveries this event owes, in its transaction
 
     async def record(
         self,
@@ -98,6 +100,8 @@ class Audit:
         row.mac = self._mac.row(head.last_mac, canonical_record(row))
         db.add(row)
         head.last_id, head.last_mac = row.id, row.mac
+        data = {"audit_event_id": row.id, "subject": subject, "actor": row.actor}
+        await self._outbox.enqueue(db, type_, {**data, "details": row.details})
 
     async def append(
         self,

@@ -11,6 +11,7 @@ from auth_service.api.routes.admin import require_admin
 from auth_service.api.routing import JsonRoute
 from auth_service.api.schemas.audit import AuditEventOut, AuditPage, AuditVerdict
 from auth_service.api.schemas.common import error_responses
+from auth_service.services.admin_users import storable
 
 router = APIRouter(
     prefix="/admin/audit",
@@ -31,6 +32,9 @@ async def audit_events(
     subject: Annotated[str | None, Query(max_length=255)] = None,
 ) -> AuditPage:
     """Newest first; ``before`` the smallest id of the previous page."""
+    for value, field in ((type_, "type"), (subject, "subject")):
+        if value is not None:
+            storable(value, field)
     rows = await audit.events(limit=limit, before=before, type_=type_, subject=subject)
     return AuditPage(events=[AuditEventOut.model_validate(r, from_attributes=True) for r in rows])
 

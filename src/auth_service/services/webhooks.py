@@ -1,0 +1,170 @@
+"""Security webhooks: the endpoints operators register, and the outbox the audit log fills.
+
+An event is put in the outbox (``webhook_deliveries``) by ``Outbox.enqueue``, which the audit
+log calls in the transaction of the change: a delivery exists exactly when its event
+committed, and nothing is sent from the request (``webhook_sender.py`` sends). Secrets are
+``whsec_`` + base64 of 32 random bytes (the Standard Webhooks form), sealed at rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth_service.clock import Clock
+from auth_service.crypto.envelope import Envelope
+from auth_service.db.models import WebhookDelivery, WebhookEndpoint
+from auth_service.db.session import Database
+from auth_service.errors import InvalidRequestError, NotFoundError
+
+SECRET_PURPOSE = "webhook-secret"  # noqa: S105  (an envelope purpose, not a secret)
+MAX_ENDPOINTS = 20
+# Audit types → the event a subscriber sees (docs/api.md lists them).
+EVENTS: Mapping[str, str] = {
+    "user.disabled": "user.disabled",
+    "logout_all": "sessions.revoked",
+    "admin.user_tokens_revoked": "sessions.revoked",
+    "admin.user_roles_changed": "user.roles_changed",
+    "refresh.reuse_detected": "refresh.reuse_detected",
+    "key.promoted": "key.rotated",
+    "key.revoked": "key.revoked",
+    "mfa.enabled": "mfa.changed",
+    "mfa.disabled": "mfa.changed",
+    "admin.user_mfa_reset": "mfa.changed",
+}
+EVENT_TYPES = frozenset(EVENTS.values())
+
+
+@dataclass(frozen=True, slots=True)
+class NewEndpoint:
+    endpoint: WebhookEndpoint
+    secret: str  # shown once
+
+
+def check_url(url: str, *, production: bool) -> str:
+    """An absolute http(s) URL without credentials; https only in production."""
+    parts = urlsplit(url)
+    if len(url) > 2048 or parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidRequestError("url: an absolute https URL of at most 2048 characters")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRequestError("url: no credentials in the URL")
+    if production and parts.scheme != "https":
+        raise InvalidRequestError("url: https is required in production")
+    return url
+
+
+def sealer(secret: str) -> Envelope:
+    return Envelope(secret, purpose=SECRET_PURPOSE)
+
+
+class Outbox:
+    """Writes deliveries in the caller's transaction (the audit log's)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def enqueue(self, db: AsyncSession, audit_type: str, data: Mapping[str, object]) -> int:
+        event = EVENTS.get(audit_type)
+        if event is None:
+            return 0
+        query = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+            WebhookEndpoint.deleted_at.is_(None)
+        )
+        now = self._clock.now()
+        payload = {"type": event, "timestamp": now.isoformat(), "data": dict(data)}
+        count = 0
+        for endpoint_id, event_types in (await db.execute(query)).all():
+            if event in event_types:
+                db.add(
+                    WebhookDelivery(
+                        id="msg_" + secrets.token_urlsafe(18),
+                        endpoint_id=endpoint_id,
+                        event_type=event,
+                        payload=payload,
+                        created_at=now,
+                        attempts=0,
+                        next_attempt_at=now,
+                    )
+                )
+                count += 1
+        return count
+
+
+class Webhooks:
+    """The operators' endpoint registry."""
+
+    def __init__(self, db: Database, envelope: Envelope, clock: Clock, *, production: bool):
+        self._db = db
+        self._envelope = envelope
+        self._clock = clock
+        self._production = production
+
+    async def create(self, *, url: str, event_types: Sequence[str]) -> NewEndpoint:
+        types = sorted(set(event_types))
+        unknown = [name for name in types if name not in EVENT_TYPES]
+        if not types or unknown:
+            raise InvalidRequestError(
+                "event_types: one or more of " + ", ".join(sorted(EVENT_TYPES))
+            )
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        endpoint = WebhookEndpoint(
+            id=uuid.uuid4(),
+            url=check_url(url, production=self._production),
+            event_types=types,
+            created_at=self._clock.now(),
+        )
+        endpoint.secret_sealed = self._envelope.seal(
+            secret.encode(), associated_data=str(endpoint.id)
+        )
+        async with self._db.transaction() as db:
+            live = await db.scalars(
+                select(WebhookEndpoint.id).where(WebhookEndpoint.deleted_at.is_(None))
+            )
+            if len(live.all()) >= MAX_ENDPOINTS:
+                raise InvalidRequestError(f"at most {MAX_ENDPOINTS} webhook endpoints")
+            db.add(endpoint)
+        return NewEndpoint(endpoint, secret)
+
+    async def active(self) -> list[WebhookEndpoint]:
+        query = (
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.deleted_at.is_(None))
+            .order_by(WebhookEndpoint.created_at)
+        )
+        async with self._db.read() as db:
+            return [*(await db.scalars(query)).all()]
+
+    async def delete(self, endpoint_id: uuid.UUID) -> None:
+        """The endpoint stops receiving at once; its pending deliveries are given up."""
+        now = self._clock.now()
+        async with self._db.transaction() as db:
+            endpoint = await db.get(WebhookEndpoint, endpoint_id, with_for_update=True)
+            if endpoint is None or endpoint.deleted_at is not None:
+                raise NotFoundError("No such webhook endpoint.")
+            endpoint.deleted_at = now
+            await db.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.endpoint_id == endpoint_id,
+                    WebhookDelivery.delivered_at.is_(None),
+                    WebhookDelivery.gave_up_at.is_(None),
+                )
+                .values(gave_up_at=now, last_error="endpoint deleted")
+                .execution_options(synchronize_session=False)
+            )
+
+    async def deliveries(self, endpoint_id: uuid.UUID) -> list[WebhookDelivery]:
+        query = (
+            select(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id)
+            .order_by(WebhookDelivery.created_at)
+        )
+        async with self._db.read() as db:
+            return [*(await db.scalars(query)).all()]
