@@ -7,6 +7,7 @@ when a body is present: a route whose body is optional still takes a bare POST.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 
-from auth_service.errors import UnsupportedMediaTypeError
+from auth_service.errors import NotFoundError, UnsupportedMediaTypeError
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -49,3 +50,11 @@ class JsonRoute(APIRoute):
             return await handler(request)
 
         return handle
+
+
+def uuid_or_404(value: str, message: str) -> uuid.UUID:
+    """A path id that must be a UUID: anything else names nothing (404, not 422)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFoundError(message) from None

@@ -173,8 +173,9 @@ class Logins:
                 current.updated_at = self._clock.now()
             await self._remember_device(address, ip)
             if current.mfa_enabled:
+                challenge = await self._challenge(current)  # a store write, before the lock
                 await self._audit.record(db, "login.password_ok_mfa_required", subject=str(user.id))
-                return await self._challenge(current)
+                return challenge
             pair = await self._sessions.start(
                 db, current, amr=["pwd"], ip=ip, user_agent=user_agent
             )
@@ -232,7 +233,6 @@ class Logins:
                 amr = ["pwd", "otp"]
             elif await use_recovery_code(db, user.id, code, self._clock.now()):
                 amr = ["pwd", "recovery"]
-                await self._audit.record(db, "mfa.recovery_code_used", subject=str(user.id))
             else:
                 amr = []  # a wrong code: counted after this (empty) transaction ends
             if amr:
@@ -250,7 +250,11 @@ class Logins:
         await self._count_failure(mfa_token, key, user)
 
     async def _succeeded(self, db: AsyncSession, user: User, amr: list[str]) -> None:
+        """The last step of a login's transaction: the audit head lock is taken after every
+        store call, so it is never held across one."""
         subject = str(user.id)
+        if "recovery" in amr:
+            await self._audit.record(db, "mfa.recovery_code_used", subject=subject)
         await self._audit.record(
             db, "login.succeeded", actor=subject, subject=subject, details={"amr": amr}
         )

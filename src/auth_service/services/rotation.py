@@ -232,11 +232,13 @@ async def revoke_key(ctx: KeyContext, policy: RotationPolicy, kid: str) -> tuple
             was_next = row.status == KeyStatus.NEXT
             row.status, row.revoked_at = KeyStatus.REVOKED, now
             await session.flush()
-            await audit_key(ctx, session, "key.revoked", kid)
-            if was_next:
+            upcoming = None
+            if was_next:  # the RSA key is made before the audit head lock is taken
                 upcoming = await new_signing_key(ctx, status=KeyStatus.NEXT, now=now)
                 session.add(upcoming)
                 await session.flush()
+            await audit_key(ctx, session, "key.revoked", kid)
+            if upcoming is not None:
                 await audit_key(ctx, session, "key.published", upcoming.kid)
         active = (await _keys_in(session, KeyStatus.ACTIVE))[KeyStatus.ACTIVE]
         await _still_held(ctx, token)

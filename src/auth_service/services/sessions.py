@@ -165,6 +165,7 @@ class Sessions:
         committed before it returns."""
         now = self._clock.now()
         async with self._db.transaction() as db:
+            ended = False
             with contextlib.suppress(NotFoundError, ValueError):
                 await self.revoke_one(
                     db,
@@ -172,9 +173,7 @@ class Sessions:
                     session_id=uuid.UUID(claims["sid"]),
                     reason="logout",
                 )
-                await self._audit.record(
-                    db, "logout", subject=str(claims["sub"]), details={"session_id": claims["sid"]}
-                )
+                ended = True
             expires_at = datetime.fromtimestamp(float(claims["exp"]), tz=now.tzinfo)
             await revoke_jti(
                 self._store,
@@ -183,6 +182,10 @@ class Sessions:
                 now=now,
                 leeway=self._revocation.leeway,
             )
+            if ended:  # last: the audit head lock is not held across the store call above
+                await self._audit.record(
+                    db, "logout", subject=str(claims["sub"]), details={"session_id": claims["sid"]}
+                )
 
     async def logout_with_refresh(self, raw_token: str) -> None:
         """Revoke the session that ``raw_token`` belongs to (browser mode's logout, where the

@@ -9,10 +9,10 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
 
 from auth_service.api.deps import AccountsDep, AdminUsersDep
 from auth_service.api.routes.admin import require_admin
-from auth_service.api.routing import JsonRoute
+from auth_service.api.routing import JsonRoute, uuid_or_404
 from auth_service.api.schemas.admin_users import RolesIn, UserDetailOut, UserPageOut, UserSummary
 from auth_service.api.schemas.common import error_responses
-from auth_service.errors import ErrorCode, NotFoundError
+from auth_service.errors import ErrorCode
 from auth_service.services.admin_users import UserDetail
 
 router = APIRouter(
@@ -29,11 +29,7 @@ NO_CONTENT = status.HTTP_204_NO_CONTENT
 
 
 def _user_id(user_id: str) -> uuid.UUID:
-    """The path's id; anything that is not a UUID names no user (404, not 422)."""
-    try:
-        return uuid.UUID(user_id)
-    except ValueError:
-        raise NotFoundError("No user has this id.") from None
+    return uuid_or_404(user_id, "No user has this id.")
 
 
 UserId = Annotated[uuid.UUID, Depends(_user_id)]

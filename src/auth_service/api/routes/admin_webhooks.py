@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from auth_service.api.deps import WebhooksDep
 from auth_service.api.routes.admin import require_admin
-from auth_service.api.routing import JsonRoute
+from auth_service.api.routing import JsonRoute, uuid_or_404
 from auth_service.api.schemas.common import error_responses
 from auth_service.api.schemas.webhooks import (
     WebhookCreate,
@@ -17,7 +17,6 @@ from auth_service.api.schemas.webhooks import (
     WebhookList,
     WebhookOut,
 )
-from auth_service.errors import NotFoundError
 
 router = APIRouter(
     prefix="/admin/webhooks",
@@ -30,10 +29,7 @@ _ERRORS = error_responses(401, 403, 503)
 
 
 def _endpoint_id(webhook_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(webhook_id)
-    except ValueError:
-        raise NotFoundError("No such webhook endpoint.") from None
+    return uuid_or_404(webhook_id, "No such webhook endpoint.")
 
 
 @router.post(
