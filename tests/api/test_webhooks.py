@@ -188,3 +188,28 @@ async def test_a_pending_delivery_survives_a_restart(
         rows = await second.container.webhooks.deliveries(hook_id(hook))
     assert rows[0].delivered_at is not None and rows[0].attempts >= 2
     assert json.loads(received(record)[0]["body"])["data"]["subject"] == victim.user_id
+
+
+async def test_a_deleted_endpoint_receives_nothing_more(
+    make_container: Callable[..., Container],
+    fast_sender: Settings,
+    clock: FrozenClock,
+    tmp_path: Path,
+) -> None:
+    """Its pending deliveries are given up: a receiver that comes back gets no event."""
+    record = tmp_path / "received.jsonl"
+    port = free_port()
+    async with started(make_container(fast_sender)) as service:
+        admin = await admin_headers(service)
+        victim = await register_and_login(service, "victim@example.com")
+        hook = await _register(service, admin, f"http://127.0.0.1:{port}/hooks/auth")
+        await service.client.post(f"/admin/users/{victim.user_id}/disable", headers=admin)
+        path = f"/admin/webhooks/{hook['id']}"
+        assert (await service.client.delete(path, headers=admin)).status_code == 204
+        with receiver(record, fail_first=0, port=port):
+            for _ in range(20):
+                clock.advance(5)
+                await asyncio.sleep(0.05)
+        rows = await service.container.webhooks.deliveries(hook_id(hook))
+    assert received(record) == []
+    assert len(rows) == 1 and rows[0].gave_up_at is not None and rows[0].delivered_at is None
