@@ -56,7 +56,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(
     monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/sub/auth.db")
     assert main(["migrate"]) == 0
     assert main(["migrate"]) == 0
-    assert "database is at revision 0004" in capsys.readouterr().out
+    assert "database is at revision 0005" in capsys.readouterr().out
     assert (tmp_path / "sub" / "auth.db").exists()
 
 

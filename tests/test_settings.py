@@ -30,6 +30,8 @@ GOOD_PRODUCTION: dict[str, Any] = {
     "smtp_username": "auth",
     "smtp_starttls": True,
     "password_reset_url": "https://app.example.com/reset",
+    "email_verification_url": "https://app.example.com/verify",
+    "invitation_url": "https://app.example.com/invite",
 }
 
 
@@ -132,6 +134,11 @@ def test_each_new_refusal_names_its_setting_and_why() -> None:
             "AUTH_MAIL_BACKEND is smtp without AUTH_SMTP_STARTTLS",
         ),
         ({"password_reset_url": "http://app.example.com/r"}, "AUTH_PASSWORD_RESET_URL is not"),
+        ({"invitation_url": "http://app.example.com/i"}, "AUTH_INVITATION_URL is not"),
+        (
+            {"email_verification_url": "http://app.example.com/v"},
+            "AUTH_EMAIL_VERIFICATION_URL is not",
+        ),
     ],
 )
 def test_production_refuses_each_weak_setting(override: dict[str, Any], expected: str) -> None:

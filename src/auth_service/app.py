@@ -19,6 +19,7 @@ from auth_service.api.routes import (
     admin,
     admin_audit,
     admin_clients,
+    admin_invitations,
     admin_users,
     admin_webhooks,
     auth,
@@ -26,6 +27,7 @@ from auth_service.api.routes import (
     health,
     oauth,
     validate,
+    verification,
     wellknown,
 )
 from auth_service.api.schemas.common import error_responses
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(oauth.router)
     app.include_router(auth.router)
     app.include_router(account.router)
+    app.include_router(verification.router)
     app.include_router(wellknown.router)
     app.include_router(health.router)
     app.include_router(admin.router)
@@ -96,4 +99,5 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(admin_users.router)
     app.include_router(admin_audit.router)
     app.include_router(admin_webhooks.router)
+    app.include_router(admin_invitations.router)
     return app

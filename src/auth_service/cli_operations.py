@@ -20,6 +20,7 @@ async def register_admin(settings: Settings, email: str, password: str) -> str:
             ip=None,
             roles=["admin"],
             limited=False,
+            email_verified=True,
         )
         return f"created admin {user.email} ({user.id})"
 

@@ -37,6 +37,7 @@ from auth_service.services.admin_users import AdminUsers
 from auth_service.services.audit import Audit
 from auth_service.services.clients import Clients
 from auth_service.services.health import Health
+from auth_service.services.invitations import Invitations
 from auth_service.services.keyring import KeyRing
 from auth_service.services.keys import KeyGenerator
 from auth_service.services.login import Logins
@@ -44,6 +45,7 @@ from auth_service.services.mail import Mailer
 from auth_service.services.oauth import OAuth
 from auth_service.services.password_policy import PasswordPolicy
 from auth_service.services.passwords import Passwords
+from auth_service.services.registration import Registrations
 from auth_service.services.revocation import INDEX_MARKER_KEY, RevocationPolicy
 from auth_service.services.revocation_feed import RevocationFeed
 from auth_service.services.revocation_index import (
@@ -57,6 +59,7 @@ from auth_service.services.sessions import Sessions
 from auth_service.services.store_keys import EVENTS_PREFIX, MIRRORED_PREFIXES
 from auth_service.services.totp import Totp
 from auth_service.services.validation import TokenValidator, ValidationPolicy
+from auth_service.services.verification import EmailVerification
 from auth_service.services.webhook_sender import WebhookSender
 from auth_service.services.webhooks import Outbox, Webhooks
 from auth_service.settings import Settings, ensure_production_ready
@@ -91,6 +94,9 @@ class Container:
     # The services:
     accounts: Accounts
     admin_users: AdminUsers
+    registrations: Registrations
+    verification: EmailVerification
+    invitations: Invitations
     logins: Logins
     sessions: Sessions
     passwords: Passwords
@@ -170,6 +176,9 @@ def build_container(
         webhook_sender=sender,
         accounts=users.accounts,
         admin_users=users.admin_users,
+        registrations=users.registrations,
+        verification=users.verification,
+        invitations=users.invitations,
         logins=users.logins,
         sessions=users.sessions,
         passwords=users.passwords,

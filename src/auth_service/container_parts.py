@@ -14,17 +14,20 @@ from auth_service.services.admin_users import AdminUsers
 from auth_service.services.audit import Audit
 from auth_service.services.client_auth import ClientAuthenticator
 from auth_service.services.clients import Clients
+from auth_service.services.invitations import Invitations
 from auth_service.services.keyring import KeyRing
 from auth_service.services.keys import KeyContext, KeyGenerator, signing_envelope
 from auth_service.services.login import LoginRules, Logins
 from auth_service.services.mail import Mailer, create_mailer
 from auth_service.services.password_policy import PasswordPolicy
 from auth_service.services.passwords import PasswordRules, Passwords
+from auth_service.services.registration import Registrations
 from auth_service.services.revocation import RevocationPolicy
 from auth_service.services.rotation import KeyRotation, RotationPolicy
 from auth_service.services.sessions import SessionPolicy, Sessions
 from auth_service.services.tokens import TokenIssuer, TokenPolicy
 from auth_service.services.totp import Totp
+from auth_service.services.verification import EmailVerification, VerificationRules
 from auth_service.services.webhook_sender import WebhookSender
 from auth_service.services.webhooks import Webhooks
 from auth_service.services.webhooks import sealer as webhook_sealer
@@ -97,6 +100,9 @@ class UserAreas:
     logins: Logins
     accounts: Accounts
     admin_users: AdminUsers
+    registrations: Registrations
+    verification: EmailVerification
+    invitations: Invitations
 
 
 def build_user_areas(
@@ -128,6 +134,24 @@ def build_user_areas(
         db, store, hasher, policy, sessions, account_rules, revocation, clock, audit
     )
     admin_users = AdminUsers(db, sessions, mailer, clock, audit)
+    verification = EmailVerification(
+        db, store, sessions, mailer, VerificationRules.from_settings(settings), clock, audit
+    )
+    invitations = Invitations(db, mailer, settings.invitation_url, clock, audit)
+    registrations = Registrations(
+        db, hasher, policy, accounts, verification, invitations, clock, audit
+    )
     return UserAreas(
-        policy, mailer, tokens, sessions, passwords, totp, logins, accounts, admin_users
+        policy,
+        mailer,
+        tokens,
+        sessions,
+        passwords,
+        totp,
+        logins,
+        accounts,
+        admin_users,
+        registrations,
+        verification,
+        invitations,
     )

@@ -61,6 +61,9 @@ class ErrorCode(StrEnum):
     CSRF_FAILED = "csrf_failed"
     LAST_ADMIN = "last_admin"
     MFA_NOT_ENABLED = "mfa_not_enabled"
+    EMAIL_NOT_VERIFIED = "email_not_verified"
+    INVALID_VERIFICATION_TOKEN = "invalid_verification_token"  # noqa: S105  (an error code)
+    INVALID_INVITATION = "invalid_invitation"
 
 
 class AuthError(Exception):
@@ -200,6 +203,18 @@ class InvalidResetTokenError(AuthError):
     description = "The reset token is unknown, used or expired."
 
 
+class InvalidVerificationTokenError(AuthError):
+    code = ErrorCode.INVALID_VERIFICATION_TOKEN
+    status_code = 400
+    description = "The verification link is unknown, used or expired; ask for a new one."
+
+
+class InvalidInvitationError(AuthError):
+    code = ErrorCode.INVALID_INVITATION
+    status_code = 400
+    description = "The invitation is unknown, used, revoked, expired or for another address."
+
+
 class WeakPasswordError(AuthError):
     code = ErrorCode.WEAK_PASSWORD
     status_code = 422
@@ -220,6 +235,13 @@ class RegistrationClosedError(ForbiddenError):
 class AccountDisabledError(ForbiddenError):
     code = ErrorCode.ACCOUNT_DISABLED
     description = "This account is disabled."
+
+
+class EmailNotVerifiedError(ForbiddenError):
+    code = ErrorCode.EMAIL_NOT_VERIFIED
+    description = (
+        "Verify your email address first: open the link mailed to you, or ask for a new one."
+    )
 
 
 class CsrfFailedError(ForbiddenError):

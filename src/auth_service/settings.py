@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     mail_from: str = "auth-service <no-reply@localhost>"
     password_reset_url: str = "http://localhost:8000/reset-password"  # noqa: S105  (a URL)
     password_reset_ttl_seconds: int = Field(1800, ge=300, le=86_400)
+    # Beyond API.md (issue 15): invitations and email verification.
+    require_email_verification: bool = False
+    email_verification_url: str = "http://localhost:8000/verify-email"
+    invitation_url: str = "http://localhost:8000/accept-invitation"
     smtp_host: str = "localhost"
     smtp_port: int = Field(25, ge=1, le=65_535)
     smtp_username: str | None = None
@@ -289,8 +293,9 @@ def production_problems(settings: Settings) -> list[str]:
             f"(m >= {OWASP_MEMORY_KIB} KiB, t >= 2)"
         )
     problems += _mail_problems(settings)
-    if urlsplit(settings.password_reset_url).scheme != "https":
-        problems.append("AUTH_PASSWORD_RESET_URL is not an https URL")
+    for name in ("password_reset_url", "email_verification_url", "invitation_url"):
+        if urlsplit(getattr(settings, name)).scheme != "https":
+            problems.append(f"AUTH_{name.upper()} is not an https URL")
     return problems
 
 

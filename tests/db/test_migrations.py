@@ -25,6 +25,8 @@ TABLES = {
     "webhook_deliveries",
     "clients",
     "password_reset_tokens",
+    "email_verification_tokens",
+    "invitations",
     "recovery_codes",
     "revoked_tokens",
     "refresh_tokens",
@@ -64,4 +66,4 @@ async def test_downgrade_and_upgrade_again(database_url: str) -> None:
             assert await connection.run_sync(_tables) == TABLES
     finally:
         await engine.dispose()
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"

@@ -18,13 +18,16 @@ from auth_service.services.admin_users import AdminUsers
 from auth_service.services.audit import Audit
 from auth_service.services.clients import Clients
 from auth_service.services.health import Health
+from auth_service.services.invitations import Invitations
 from auth_service.services.keyring import KeyRing
 from auth_service.services.login import Logins
 from auth_service.services.passwords import Passwords
+from auth_service.services.registration import Registrations
 from auth_service.services.rotation import KeyRotation
 from auth_service.services.sessions import Sessions
 from auth_service.services.totp import Totp
 from auth_service.services.validation import TokenValidator
+from auth_service.services.verification import EmailVerification
 from auth_service.services.webhooks import Webhooks
 from auth_service.settings import Settings
 
@@ -58,6 +61,9 @@ SettingsDep = Annotated[Settings, part("settings")]
 KeyRingDep = Annotated[KeyRing, part("keyring")]
 AccountsDep = Annotated[Accounts, part("accounts")]
 AdminUsersDep = Annotated[AdminUsers, part("admin_users")]
+RegistrationsDep = Annotated[Registrations, part("registrations")]
+VerificationDep = Annotated[EmailVerification, part("verification")]
+InvitationsDep = Annotated[Invitations, part("invitations")]
 AuditDep = Annotated[Audit, part("audit")]
 WebhooksDep = Annotated[Webhooks, part("webhooks")]
 LoginsDep = Annotated[Logins, part("logins")]

@@ -15,7 +15,7 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -138,32 +138,60 @@ class Accounts:
         ip: str | None,
         roles: Sequence[str] = (),
         limited: bool = True,
+        email_verified: bool = False,
     ) -> User:
         """Create an enabled user; ``EmailTakenError`` if the (normalised) email exists.
 
-        Over HTTP (``limited``) registration must be open and every attempt counts against
-        the client IP's ``AUTH_REGISTER_IP_LIMIT`` per hour, before any other work; the CLI's
-        ``create-admin`` passes ``limited=False``.
+        Over HTTP (``limited``) registration must be open and the attempt is admitted
+        (``admit``) before any other work; the CLI's ``create-admin`` passes ``limited=False``
+        and ``email_verified=True`` (the operator vouches for the address).
         """
         if isinstance(roles, str):
             raise TypeError("roles must be a sequence of role names, not one string")
         if limited:
-            if not self._rules.registration_open:
-                raise RegistrationClosedError()
-            if self._hasher.queue.full(urgent=False):
-                raise ServerBusyError()  # refused before any work: the hash would refuse it
-            await take_attempt(
-                self._store,
-                store_keys.register_ip_key(ip_group(ip)),
-                self._rules.register_ip_limit,
-                REGISTER_WINDOW,
-            )
+            await self.admit(ip, need_open=True)
         address = normalize_email(email)
         await self._password_policy.check(password, email=address)
         async with self._db.read() as db:
             if await find_by_email(db, address) is not None:
                 raise EmailTakenError()
         password_hash = await self._hasher.hash(password)
+        verified_at = self._clock.now() if email_verified else None
+        try:
+            # A concurrent registration may insert the same email between the check and the
+            # insert: the unique index decides.
+            async with self._db.transaction() as db:
+                return await self.create(db, address, password_hash, roles, verified_at)
+        except IntegrityError as exc:
+            raise_if_email_conflict(exc)
+            raise
+
+    async def admit(self, ip: str | None, *, need_open: bool) -> None:
+        """A registration over HTTP, before any work: 403 while registration is closed
+        (unless invited), 503 when the hash queue would refuse it, and one attempt against
+        the client IP's ``AUTH_REGISTER_IP_LIMIT`` per hour (429)."""
+        if need_open and not self._rules.registration_open:
+            raise RegistrationClosedError()
+        if self._hasher.queue.full(urgent=False):
+            raise ServerBusyError()  # refused before any work: the hash would refuse it
+        await take_attempt(
+            self._store,
+            store_keys.register_ip_key(ip_group(ip)),
+            self._rules.register_ip_limit,
+            REGISTER_WINDOW,
+        )
+
+    async def create(
+        self,
+        db: AsyncSession,
+        address: str,
+        password_hash: str,
+        roles: Sequence[str],
+        verified_at: datetime | None,
+    ) -> User:
+        """Insert the user (``address`` normalised, the password already hashed) in the
+        caller's transaction and append ``user.registered``; the unique index raises
+        ``IntegrityError`` for a taken address (``raise_if_email_conflict``)."""
         now = self._clock.now()
         user = User(
             email=address,
@@ -171,26 +199,19 @@ class Accounts:
             roles=list(roles),
             disabled=False,
             mfa_enabled=False,
+            email_verified_at=verified_at,
             password_changed_at=now,
             created_at=now,
             updated_at=now,
         )
-        try:
-            # A concurrent registration may insert the same email between the check and the
-            # insert: the unique index decides.
-            async with self._db.transaction() as db:
-                db.add(user)
-                await db.flush()
-                await self._audit.record(
-                    db,
-                    "user.registered",
-                    subject=str(user.id),
-                    details={"email": address, "roles": list(roles)},
-                )
-        except IntegrityError as exc:
-            if not _is_email_conflict(exc):
-                raise
-            raise EmailTakenError() from None
+        db.add(user)
+        await db.flush()
+        await self._audit.record(
+            db,
+            "user.registered",
+            subject=str(user.id),
+            details={"email": address, "roles": list(roles)},
+        )
         return user
 
     async def get(self, user_id: uuid.UUID) -> User | None:
@@ -273,9 +294,11 @@ async def find_by_email(db: AsyncSession, address: str) -> User | None:
     return (await db.execute(select(User).where(User.email == address))).scalar_one_or_none()
 
 
-def _is_email_conflict(exc: IntegrityError) -> bool:
-    """Whether the violated constraint is the unique email index (Postgres or SQLite text)."""
-    return "email" in str(exc.orig).lower()
+def raise_if_email_conflict(exc: IntegrityError) -> None:
+    """``EmailTakenError`` if the violated constraint is the unique email index (Postgres or
+    SQLite text); otherwise return (the caller re-raises)."""
+    if "email" in str(exc.orig).lower():
+        raise EmailTakenError() from None
 
 
 __all__ = [
@@ -285,5 +308,6 @@ __all__ = [
     "Accounts",
     "find_by_email",
     "normalize_email",
+    "raise_if_email_conflict",
     "try_normalize_email",
 ]

@@ -38,6 +38,7 @@ from auth_service.db.models import Session, User
 from auth_service.db.session import Database
 from auth_service.errors import (
     AccountDisabledError,
+    EmailNotVerifiedError,
     InvalidCredentialsError,
     InvalidMfaCodeError,
     InvalidMfaTokenError,
@@ -92,6 +93,7 @@ class LoginRules:
     account_limit: int  # AUTH_LOGIN_ACCOUNT_FAILURE_LIMIT
     known_client: timedelta  # AUTH_KNOWN_CLIENT_DAYS (0: no pair is known)
     mfa_token_ttl: timedelta
+    email_verification: bool = False  # AUTH_REQUIRE_EMAIL_VERIFICATION
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoginRules:
@@ -101,6 +103,7 @@ class LoginRules:
             account_limit=settings.login_account_failure_limit,
             known_client=timedelta(days=settings.known_client_days),
             mfa_token_ttl=timedelta(seconds=settings.mfa_token_ttl_seconds),
+            email_verification=settings.require_email_verification,
         )
 
 
@@ -155,6 +158,10 @@ class Logins:
         if user.disabled:
             await self._failed(str(user.id), "account_disabled")
             raise AccountDisabledError()
+        if rules.email_verification and user.email_verified_at is None:
+            # Only now, after the password: before it, this would tell who has an account.
+            await self._failed(str(user.id), "email_not_verified")
+            raise EmailNotVerifiedError()
         # A known pair was not held by the account-wide counter, so its success does not
         # reset it either: the owner logging in from home must not hand a sprayer a fresh
         # budget.

@@ -195,6 +195,7 @@ class Passwords:
                 raise InvalidResetTokenError()
             locked.password_hash = new_hash
             locked.password_changed_at = now
+            locked.email_verified_at = locked.email_verified_at or now  # the link proves it
             locked.updated_at = now
             await db.execute(
                 update(PasswordResetToken)

@@ -142,6 +142,17 @@ def forgot_ip_key(group: str) -> str:
     return f"forgot:ip:{group}"
 
 
+def verify_email_key(email: str) -> str:
+    """Counter: verification mails asked for one email (registration with verification on,
+    and resend); TTL: verification.VERIFY_WINDOW."""
+    return f"verify:email:{email}"
+
+
+def verify_ip_key(group: str) -> str:
+    """Counter: verification resends from one IP group; TTL: verification.VERIFY_WINDOW."""
+    return f"verify:ip:{group}"
+
+
 # -- service clients -------------------------------------------------------------------------
 def client_ip_failure_key(group: str) -> str:
     """Counter: failed client authentications from one IP group; TTL: clients (window)."""

@@ -41,6 +41,7 @@ def _detail(found: UserDetail) -> UserDetailOut:
         **summary.model_dump(),
         last_login_at=found.last_login_at,
         active_sessions=found.active_sessions,
+        email_verified_at=found.user.email_verified_at,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
 from auth_service.api.browser import BrowserDep
 from auth_service.api.deps import (
@@ -18,6 +18,7 @@ from auth_service.api.deps import (
     ClientIpDep,
     LoginsDep,
     OptionalAccessClaimsDep,
+    RegistrationsDep,
     SessionsDep,
     user_id,
 )
@@ -28,6 +29,7 @@ from auth_service.api.schemas.auth import (
     LoginRequest,
     LogoutRequest,
     RefreshRequest,
+    RegistrationAccepted,
     SessionList,
     SessionOut,
     TokenPairOut,
@@ -43,6 +45,7 @@ from auth_service.errors import (
     UnauthorizedError,
 )
 from auth_service.services.login import MfaChallenge
+from auth_service.services.registration import Pending
 from auth_service.services.sessions import TokenPair
 
 router = APIRouter(prefix="/auth", tags=["users and sessions"], route_class=JsonRoute)
@@ -59,14 +62,20 @@ def _pair_out(pair: TokenPair) -> TokenPairOut:
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    response_model=UserCreated,
+    response_model=UserCreated | RegistrationAccepted,
     responses={
+        202: {
+            "model": RegistrationAccepted,
+            "description": "AUTH_REQUIRE_EMAIL_VERIFICATION: the same answer for every address",
+        },
         **error_responses(
+            400,
             409,
             403,
             422,
             429,
             503,
+            s400=(E.INVALID_INVITATION,),
             s409=(E.EMAIL_TAKEN,),
             s403=(E.REGISTRATION_CLOSED,),
             s422=(E.INVALID_REQUEST, E.WEAK_PASSWORD),
@@ -74,9 +83,25 @@ def _pair_out(pair: TokenPair) -> TokenPairOut:
         ),
     },
 )
-async def register(body: UserCreate, accounts: AccountsDep, ip: ClientIpDep) -> UserCreated:
-    user = await accounts.register(email=body.email, password=body.password, ip=ip)
-    return UserCreated(id=user.id, email=user.email, created_at=user.created_at)
+async def register(
+    body: UserCreate,
+    response: Response,
+    background: BackgroundTasks,
+    registrations: RegistrationsDep,
+    ip: ClientIpDep,
+) -> UserCreated | RegistrationAccepted:
+    """201 and the account; with an ``invitation_token`` also while registration is closed.
+    With AUTH_REQUIRE_EMAIL_VERIFICATION (and no invitation): 202, the same body whether or
+    not the address has an account; the verification mail goes after the answer."""
+    outcome = await registrations.register(
+        email=body.email, password=body.password, ip=ip, invitation=body.invitation_token
+    )
+    if isinstance(outcome, Pending):
+        if outcome.mail is not None:
+            background.add_task(outcome.mail)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return RegistrationAccepted()
+    return UserCreated(id=outcome.id, email=outcome.email, created_at=outcome.created_at)
 
 
 @router.post(
@@ -183,6 +208,7 @@ async def me(claims: AccessClaimsDep, accounts: AccountsDep) -> UserMe:
         email=user.email,
         roles=list(user.roles),
         mfa_enabled=user.mfa_enabled,
+        email_verified=user.email_verified_at is not None,
         created_at=user.created_at,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -13,6 +14,20 @@ class UserCreate(BaseModel):
         max_length=320, description="Trimmed and lower-cased; at most 254 after that."
     )
     password: str = Field(max_length=4096, description="12+ characters, at most 1024 UTF-8 bytes.")
+    invitation_token: str | None = Field(
+        default=None,
+        max_length=256,
+        description="From an invitation mail: registers this address while registration is"
+        " closed, with the invitation's roles.",
+    )
+
+
+class RegistrationAccepted(BaseModel):
+    """With AUTH_REQUIRE_EMAIL_VERIFICATION: the one answer, whether or not the address
+    already has an account."""
+
+    status: Literal["accepted"] = "accepted"
+    message: str = "Check your mail: a link to verify the address is on its way."
 
 
 class LoginRequest(BaseModel):
@@ -43,6 +58,7 @@ class UserMe(BaseModel):
     email: str
     roles: list[str]
     mfa_enabled: bool
+    email_verified: bool
     created_at: datetime
 
 
