@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,42 +21,7 @@ from tests.support.http import register_and_login
 from tests.support.mfa import assert_error
 from tests.support.rotation import admin_headers
 from tests.support.service import Service, started
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def receiver(record: Path, fail_first: int, port: int | None = None) -> Iterator[str]:
-    """The receiver process on a free port; yields its URL."""
-    port = port or free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.webhook_receiver",
-            str(port),
-            str(record),
-            str(fail_first),
-        ],
-        cwd=ROOT,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/hooks/auth"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def received(record: Path) -> list[dict[str, Any]]:
-    if not record.exists():
-        return []
-    return [json.loads(line) for line in record.read_text().splitlines()]
+from tests.support.webhook_receiver import received, receiver
 
 
 async def until(check: Callable[[], bool], clock: FrozenClock, step: float = 0) -> None:

@@ -5,7 +5,9 @@ revoked, a role removed), and both append to one audit chain that verifies."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ from tests.support.cluster import (
     run_cli,
     validate,
 )
+from tests.support.webhook_receiver import received, receiver
 
 PASSWORD = "Operators act everywhere 0001 xq"
 WITHIN = 1.0
@@ -107,3 +110,56 @@ async def test_two_instances_appending_at_once_keep_one_chain_and_the_cli_verifi
     broken = run_cli(cluster.env, cluster.workdir, "audit", "verify")
     stdout, _ = broken.communicate(timeout=30)
     assert broken.returncode == 1 and "first bad id 7" in stdout, stdout
+
+
+async def test_two_instances_deliver_each_webhook_event_exactly_once(
+    cluster: Cluster, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Both instances run a sender on one outbox: every event reaches the receiver (which
+    fails its first two requests) once as a 2xx, however the claims interleave."""
+    app = await boot(cluster, http, count=2, overrides={"AUTH_WEBHOOK_POLL_SECONDS": "0.05"})
+    a, b = app.instances
+    record = tmp_path / "received.jsonl"
+    with receiver(record, fail_first=2) as url:
+        hook = await http.post(
+            f"{a.base}/admin/webhooks",
+            json={"url": url, "event_types": ["user.disabled"]},
+            headers=bearer(app.admin),
+        )
+        assert hook.status_code == 201, hook.text
+        users = []
+        for n in range(8):
+            instance = (a, b)[n % 2]
+            email = f"w{n}@example.com"
+            await register(http, instance.base, email, PASSWORD)
+            users.append(
+                await _user_id(
+                    http, instance.base, await login(http, instance.base, email, PASSWORD)
+                )
+            )
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    f"{(a, b)[n % 2].base}/admin/users/{uid}/disable", headers=bearer(app.admin)
+                )
+                for n, uid in enumerate(users)
+            )
+        )
+        assert {answer.status_code for answer in answers} == {204}
+        # Back-off after the two failures is 2 s then 4 s at most for the retried ones.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_delivered_ids(record)) < len(users):
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # a duplicate would show up meanwhile
+    delivered = _delivered_ids(record)
+    assert sorted(delivered.values()) == sorted(users), delivered
+    calls = received(record)
+    assert len(calls) == len(users) + 2, [call["headers"]["webhook-id"] for call in calls]
+
+
+def _delivered_ids(record: Path) -> dict[str, str]:
+    """webhook-id → subject of every request after the receiver's two failures."""
+    calls = received(record)[2:]
+    return {
+        call["headers"]["webhook-id"]: json.loads(call["body"])["data"]["subject"] for call in calls
+    }
