@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from auth_service.errors import ConfigurationError
 from auth_service.settings import (
     Settings,
+    default_secrets_dir,
     ensure_production_ready,
     production_problems,
     secret_weakness,
@@ -168,3 +170,42 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`AUTH_{name.upper()}`" not in readme]
     assert missing == []
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    lines = (Path(__file__).resolve().parents[1] / ".env.example").read_text().splitlines()
+    listed = {}
+    for before, line in itertools.pairwise(lines):
+        if line.startswith("# AUTH_") and "=" in line:
+            name, _, value = line.removeprefix("# AUTH_").partition("=")
+            assert before.startswith("# ") and not before.startswith("# AUTH_"), line
+            listed[name.lower()] = value
+    assert sorted(listed) == sorted(Settings.model_fields)
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, bool):
+            assert listed[name] == str(default).lower(), name
+        elif isinstance(default, int | str) or default is None:
+            assert listed[name] == ("" if default is None else str(default)), name
+
+
+def test_a_secret_file_supplies_a_setting_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker secrets: /run/secrets/auth_key_encryption_secret (here a temp directory)."""
+    monkeypatch.delenv("AUTH_KEY_ENCRYPTION_SECRET", raising=False)
+    secret = secrets.token_urlsafe(64)
+    (tmp_path / "auth_key_encryption_secret").write_text(secret + "\n")
+    from_file = Settings(_secrets_dir=tmp_path)  # type: ignore[call-arg]
+    assert from_file.secret_value() == secret
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", "e" * 64)
+    assert Settings(_secrets_dir=tmp_path).secret_value() == "e" * 64  # type: ignore[call-arg]
+
+
+def test_the_secrets_directory_comes_from_auth_secrets_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTH_SECRETS_DIR", str(tmp_path))
+    assert default_secrets_dir() == str(tmp_path)
+    monkeypatch.delenv("AUTH_SECRETS_DIR")
+    assert default_secrets_dir() in {None, "/run/secrets"}

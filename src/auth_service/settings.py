@@ -1,4 +1,5 @@
-"""Every setting of the service, read from the environment (prefix ``AUTH_``) and ``.env``.
+"""Every setting of the service, read from the environment (prefix ``AUTH_``), ``.env``, and
+files in a secrets directory (``default_secrets_dir``; the environment wins).
 
 ``production_problems`` is the production guard: in ``AUTH_ENVIRONMENT=production``
 the service refuses to start on any problem it lists, one line each.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import zlib
 from collections import Counter
 from datetime import timedelta
@@ -25,14 +27,28 @@ CommaList = Annotated[list[str], NoDecode]
 MIN_SECRET_LENGTH = 64
 OWASP_MEMORY_KIB = 19_456
 DEFAULT_SQLITE_PATH = Path("var") / "auth-service.db"
+DOCKER_SECRETS_DIR = "/run/secrets"
 
 
 JWKS_MAX_AGE_FRACTION = 10  # max-age at most a tenth of the rotation interval
 
 
+def default_secrets_dir() -> str | None:
+    """Where files named like a setting (``auth_key_encryption_secret``) supply it when the
+    environment does not: ``AUTH_SECRETS_DIR``, else Docker's ``/run/secrets`` if present."""
+    configured = os.environ.get("AUTH_SECRETS_DIR")
+    if configured:
+        return configured
+    return DOCKER_SECRETS_DIR if Path(DOCKER_SECRETS_DIR).is_dir() else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="AUTH_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="AUTH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        secrets_dir=default_secrets_dir(),
     )
 
     environment: Literal["development", "production"] = "development"
@@ -235,7 +251,7 @@ class Settings(BaseSettings):
         if self.key_encryption_secret is None:
             raise ConfigurationError(
                 "AUTH_KEY_ENCRYPTION_SECRET is not set: generate one with "
-                "`auth-service gen-secret` and set it in the environment or .env"
+                "`auth-service gen-secret` and set it in the environment, .env, or a secrets file"
             )
         return self.key_encryption_secret.get_secret_value()
 
