@@ -28,7 +28,7 @@ from auth_service.cli_operations import (
 )
 from auth_service.dev_secret import ensure_dev_secret, generate_secret
 from auth_service.errors import AuthError, ConfigurationError
-from auth_service.observability import configure_logging
+from auth_service.logs import configure_logging, logging_config
 from auth_service.settings import Settings, ensure_production_ready
 
 log = logging.getLogger("auth_service.cli")
@@ -75,6 +75,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
         log_level=args.log_level,
+        # One configuration for uvicorn's lines and ours, in every worker.
+        log_config=logging_config(settings.log_level, json_lines=settings.log_format == "json"),
     )
     return 0
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import smtplib
 import ssl
 import threading
@@ -70,16 +71,29 @@ def _recipient_domain(address: str) -> str:
     return printable[:255].lower() or "(no domain)"
 
 
-class LogMailer:
-    """Development backend: logs each mail on ``auth_service.mail`` at INFO.
+_LINK_VALUE = re.compile(r"([?&][A-Za-z_]+=)[^\s&]+")
+_ADDRESS = re.compile(r"([^\s@])[^\s@]*@([^\s@]+)")
 
-    The text carries secrets such as password reset links, so anyone who reads the log can
-    use them: this backend is for development only, never production.
-    """
+
+def redacted(text: str) -> str:
+    """``text`` fit for a log line: every link's query values and every address's local part
+    (all but its first character) masked."""
+    return _ADDRESS.sub(r"\1***@\2", _LINK_VALUE.sub(r"\1[redacted]", text))
+
+
+class LogMailer:
+    """Development backend: logs that a mail was sent, on ``auth_service.mail`` at INFO,
+    redacted (``redacted``): no log line carries a link's token or a full address. To read
+    the links, use ``AUTH_MAIL_BACKEND=file``. Refused in production."""
 
     async def send(self, message: MailMessage) -> None:
         _refuse_header_injection(message)
-        log.info("mail to %s, subject %s\n%s", message.to, message.subject, message.text)
+        log.info(
+            "mail to %s, subject %s (links redacted; AUTH_MAIL_BACKEND=file keeps them)\n%s",
+            redacted(message.to),
+            message.subject,
+            redacted(message.text),
+        )
 
 
 class FileMailer:
