@@ -25,6 +25,7 @@ from auth_service.api.routes import (
     auth,
     events,
     health,
+    metrics,
     oauth,
     validate,
     verification,
@@ -34,6 +35,7 @@ from auth_service.api.schemas.common import error_responses
 from auth_service.api.shedding import LoadSheddingMiddleware
 from auth_service.api.shutdown import on_exit_signal
 from auth_service.container import Container, running, serving
+from auth_service.metrics import MetricsMiddleware
 from auth_service.settings import Settings
 
 
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         security=security,
         trusted_proxies=frozenset(settings.trusted_proxies),
     )
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware)  # outermost: every answer is counted
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)
     app.include_router(events.router)
@@ -94,6 +98,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(verification.router)
     app.include_router(wellknown.router)
     app.include_router(health.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
     app.include_router(admin.router)
     app.include_router(admin_clients.router)
     app.include_router(admin_users.router)

@@ -29,6 +29,7 @@ from auth_service.cli_operations import (
 from auth_service.dev_secret import ensure_dev_secret, generate_secret
 from auth_service.errors import AuthError, ConfigurationError
 from auth_service.logs import configure_logging, logging_config
+from auth_service.metrics_files import prepare_multiprocess_metrics
 from auth_service.settings import Settings, ensure_production_ready
 
 log = logging.getLogger("auth_service.cli")
@@ -65,6 +66,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise
     except Exception as exc:
         raise ConfigurationError(f"start-up check failed: {_first_line(exc)}") from exc
+    if args.workers > 1 and settings.metrics_enabled:
+        prepare_multiprocess_metrics()
     uvicorn.run(
         "auth_service.app:create_app",
         factory=True,

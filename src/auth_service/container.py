@@ -31,6 +31,7 @@ from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
 from auth_service.db.session import Database, create_engine
 from auth_service.errors import ConfigurationError
+from auth_service.metrics import Exporter
 from auth_service.scheduler import KeyScheduler
 from auth_service.services.accounts import Accounts
 from auth_service.services.admin_users import AdminUsers
@@ -97,6 +98,7 @@ class Container:
     registrations: Registrations
     verification: EmailVerification
     invitations: Invitations
+    metrics: Exporter
     logins: Logins
     sessions: Sessions
     passwords: Passwords
@@ -179,6 +181,7 @@ def build_container(
         registrations=users.registrations,
         verification=users.verification,
         invitations=users.invitations,
+        metrics=Exporter(db, hasher.queue, mirror),
         logins=users.logins,
         sessions=users.sessions,
         passwords=users.passwords,

@@ -136,9 +136,12 @@ class RateLimitedError(AuthError):
     status_code = 429
     description = "Too many requests; retry later."
 
-    def __init__(self, retry_after_seconds: int, description: str | None = None) -> None:
+    def __init__(
+        self, retry_after_seconds: int, description: str | None = None, *, limiter: str = "other"
+    ) -> None:
         super().__init__(description)
         self.retry_after_seconds = max(1, retry_after_seconds)
+        self.limiter = limiter  # a bounded name, for the metrics (store_keys.limiter_name)
 
     @property
     def headers(self) -> dict[str, str]:

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from auth_service.db.models import KeyStatus
+from auth_service.metrics import ROTATIONS
 
 KEY_STATUSES = tuple(KeyStatus)
 
@@ -21,6 +22,7 @@ class Metrics:
         """``trigger``: scheduled | manual | revocation; ``outcome``: rotated | not_due |
         busy (lock held, or the next key too young) | failed (store or database down)."""
         self.rotations[(trigger, outcome)] += 1
+        ROTATIONS.labels(trigger, outcome).inc()
 
 
 def keys_by_status(statuses: Iterable[str]) -> dict[str, int]:

@@ -7,6 +7,7 @@ the service refuses to start on any problem it lists, one line each.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
@@ -135,6 +136,10 @@ class Settings(BaseSettings):
     event_heartbeat_seconds: float = Field(15, gt=0, le=300)
     client_auth_cache_seconds: int = Field(30, ge=0, le=300)
     log_format: Literal["text", "json"] = "text"
+    # GET /metrics (Prometheus): served to these networks, or with this bearer token.
+    metrics_enabled: bool = True
+    metrics_allow: CommaList = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    metrics_token: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Database engine (production pools).
@@ -151,13 +156,28 @@ class Settings(BaseSettings):
     redis_assume_noeviction: bool = False
 
     @field_validator(
-        "audience", "cors_origins", "trusted_proxies", "allowed_algorithms", mode="before"
+        "audience",
+        "cors_origins",
+        "trusted_proxies",
+        "allowed_algorithms",
+        "metrics_allow",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(entry, strict=False)) for entry in value]
+        except ValueError:
+            raise ValueError(
+                "each entry must be an IP network, e.g. 10.0.0.0/8 or ::1/128"
+            ) from None
 
     @field_validator("redis_url", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from auth_service.api.middleware import nearest_untrusted_hop
 from auth_service.container import Container
 from auth_service.errors import InvalidClientError, UnauthorizedError
+from auth_service.metrics import Exporter
 from auth_service.request_context import current_request
 from auth_service.services.accounts import Accounts
 from auth_service.services.admin_users import AdminUsers
@@ -74,6 +75,7 @@ KeyRotationDep = Annotated[KeyRotation, part("rotation")]
 ValidatorDep = Annotated[TokenValidator, part("validator")]
 ClientsDep = Annotated[Clients, part("clients")]
 HealthDep = Annotated[Health, part("health")]
+MetricsDep = Annotated[Exporter, part("metrics")]
 
 
 async def get_client_ip(request: Request, settings: SettingsDep) -> str | None:

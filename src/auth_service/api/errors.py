@@ -15,7 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auth_service.errors import AuthError, ErrorCode
+from auth_service import metrics
+from auth_service.errors import AuthError, ErrorCode, RateLimitedError, RefreshTokenReusedError
 from auth_service.store.base import StoreUnavailableError
 
 log = logging.getLogger("auth_service.api")
@@ -71,6 +72,10 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 
 async def _auth_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AuthError)
+    if isinstance(exc, RateLimitedError):
+        metrics.RATE_LIMITED.labels(exc.limiter).inc()
+    elif isinstance(exc, RefreshTokenReusedError):
+        metrics.REFRESH_REUSE.inc()
     return JSONResponse(
         error_body(exc.code.value, exc.description),
         status_code=exc.status_code,
@@ -135,6 +140,9 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A backing service failed: 503, never a trace. The store's errors carry no secrets; a
     database error's text may hold SQL, so only its type is logged."""
+    metrics.BACKEND_ERRORS.labels(
+        "store" if isinstance(exc, StoreUnavailableError) else "database"
+    ).inc()
     if isinstance(exc, StoreUnavailableError):
         log.error("the store is unavailable on %s %s: %s", request.method, request.url.path, exc)
     else:

@@ -72,6 +72,13 @@ class HashQueue:
     def waiting(self) -> int:
         return sum(len(lane.waiters) for lane in self._lanes.values())
 
+    def depths(self) -> dict[str, int]:
+        """Hashes waiting per lane (the metrics' gauge)."""
+        return {
+            "urgent": len(self._lanes[True].waiters),
+            "normal": len(self._lanes[False].waiters),
+        }
+
     def full(self, *, urgent: bool) -> bool:
         """Whether work of this lane would be refused right now (for shedding a request
         before it does any other work)."""

@@ -253,9 +253,9 @@ class ClientAuthenticator:
 
     async def _rate_limited(self, ip_key: str, failures: int) -> RateLimitedError:
         if failures < self._limit:  # the rest of the budget is being used by requests under way
-            return RateLimitedError(1, _LIMITED)
+            return RateLimitedError(1, _LIMITED, limiter="client-auth")
         counted = await guard_store(self._store.hit(ip_key, self._limit, CLIENT_FAILURE_WINDOW))
-        return RateLimitedError(counted.retry_after_seconds, _LIMITED)
+        return RateLimitedError(counted.retry_after_seconds, _LIMITED, limiter="client-auth")
 
     async def _count_failure(self, client_id: str, group: str, *, known: bool) -> None:
         """One failed authentication; an unknown client id has no per-id counter to protect."""

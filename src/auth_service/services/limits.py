@@ -97,9 +97,14 @@ async def take_attempts(store: Store, limits: Sequence[tuple[str, int]]) -> None
     """Count one attempt on each ``(key, limit)``; ``RateLimitedError`` with the longest wait
     if any is over its limit (every counter counts the attempt either way)."""
     results = [await guard_store(store.hit(key, limit, LOGIN_WINDOW)) for key, limit in limits]
-    refused = [result.retry_after_seconds for result in results if not result.allowed]
+    refused = [
+        (result.retry_after_seconds, key)
+        for result, (key, _limit) in zip(results, limits, strict=True)
+        if not result.allowed
+    ]
     if refused:
-        raise RateLimitedError(max(refused))
+        wait, key = max(refused)
+        raise RateLimitedError(wait, limiter=store_keys.limiter_name(key))
 
 
 async def reset_counters(store: Store, keys: Sequence[str]) -> None:
@@ -113,5 +118,5 @@ async def take_attempt(
     """Count one attempt; ``RateLimitedError`` (429 with Retry-After) beyond ``limit``."""
     result = await guard_store(store.hit(key, limit, window))
     if not result.allowed:
-        raise RateLimitedError(result.retry_after_seconds)
+        raise RateLimitedError(result.retry_after_seconds, limiter=store_keys.limiter_name(key))
     return result

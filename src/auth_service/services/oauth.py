@@ -26,6 +26,7 @@ from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import RefreshToken, RevokedToken, Session, User
 from auth_service.db.session import Database
 from auth_service.errors import InvalidScopeError, NotFoundError
+from auth_service.metrics import count_verdict
 from auth_service.services.clients import SCOPE, Clients
 from auth_service.services.revocation import RevocationPolicy, revoke_jti
 from auth_service.services.sessions import Sessions
@@ -104,6 +105,7 @@ class OAuth:
 
     async def _introspect_access(self, token: str) -> dict[str, Any]:
         verdict = await self._validator.validate(token)
+        count_verdict(verdict.valid, verdict.error)
         claims = verdict.claims
         if not verdict.valid or claims is None:
             return _INACTIVE

@@ -153,6 +153,18 @@ def verify_ip_key(group: str) -> str:
     return f"verify:ip:{group}"
 
 
+_LIMITER_KINDS = frozenset({"from", "pair", "acct", "ip", "email", "id", "device", "urgent"})
+
+
+def limiter_name(key: str) -> str:
+    """The limiter a counter key belongs to, for the metrics: its first segment, and the
+    second when it names the kind of counter (``login:pair``, ``forgot:ip``): never a part
+    that names an account, an IP or a client."""
+    first, _, rest = key.partition(":")
+    kind = rest.partition(":")[0]
+    return f"{first}:{kind}" if kind in _LIMITER_KINDS else first
+
+
 # -- service clients -------------------------------------------------------------------------
 def client_ip_failure_key(group: str) -> str:
     """Counter: failed client authentications from one IP group; TTL: clients (window)."""

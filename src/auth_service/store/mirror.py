@@ -142,6 +142,8 @@ class MirroredStore:
         self._entries: dict[str, tuple[str, float]] = {}
         self._current = False
         self.journal = journal
+        self.resyncs = 0  # full reloads from the store (the metrics)
+        self.last_lag_seconds = 0.0  # publish-to-apply delay of the last journaled event
         self._listeners: list[MirrorListener] = []
         self._sequence = itertools.count(1)
         self._suffix = secrets.token_hex(2)  # ids from two instances never collide
@@ -202,6 +204,9 @@ class MirroredStore:
             log.warning("ignoring a malformed revocation event")
             return
         self._apply(announcement.key, announcement.value, announcement.ttl_ms)
+        published = event_time_ms(announcement.id) if announcement.id else None
+        if published is not None:
+            self.last_lag_seconds = max(0.0, time.time() - published / 1000)
         for listener in self._listeners:
             listener.announced(announcement)
 
@@ -217,6 +222,7 @@ class MirroredStore:
         return values
 
     async def _resync(self) -> None:
+        self.resyncs += 1
         fresh: dict[str, tuple[str, float]] = {}
         now = self._now()
         for prefix in self.prefixes:

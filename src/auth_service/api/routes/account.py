@@ -34,6 +34,7 @@ from auth_service.api.schemas.account import (
 from auth_service.api.schemas.auth import BrowserTokenPairOut, TokenPairOut
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
+from auth_service.metrics import counting_login
 
 router = APIRouter(prefix="/auth", tags=["users and sessions"], route_class=JsonRoute)
 
@@ -51,12 +52,13 @@ async def login_mfa(
     browser: BrowserDep,
 ) -> Response | TokenPairOut:
     """The token pair, as ``POST /auth/login`` answers it (browser mode included)."""
-    pair = await logins.with_second_factor(
-        mfa_token=body.mfa_token,
-        code=body.code,
-        ip=ip,
-        user_agent=request.headers.get("user-agent"),
-    )
+    with counting_login("mfa"):
+        pair = await logins.with_second_factor(
+            mfa_token=body.mfa_token,
+            code=body.code,
+            ip=ip,
+            user_agent=request.headers.get("user-agent"),
+        )
     return browser.answer(pair, request)
 
 

@@ -44,6 +44,7 @@ from auth_service.errors import (
     InvalidRequestError,
     UnauthorizedError,
 )
+from auth_service.metrics import counting_login
 from auth_service.services.login import MfaChallenge
 from auth_service.services.registration import Pending
 from auth_service.services.sessions import TokenPair
@@ -123,14 +124,16 @@ async def login(
 ) -> Response | TokenPairOut | MfaChallengeOut:
     """A token pair, or for a user with TOTP on ``{mfa_required, mfa_token, expires_in}``.
     In browser mode a browser gets the refresh token as a cookie, and ``csrf_token``."""
-    pair = await logins.with_password(
-        email=body.email,
-        password=body.password,
-        ip=ip,
-        user_agent=request.headers.get("user-agent"),
-    )
-    if isinstance(pair, MfaChallenge):
-        return MfaChallengeOut(mfa_token=pair.mfa_token, expires_in=pair.expires_in)
+    with counting_login("password") as outcome:
+        pair = await logins.with_password(
+            email=body.email,
+            password=body.password,
+            ip=ip,
+            user_agent=request.headers.get("user-agent"),
+        )
+        if isinstance(pair, MfaChallenge):
+            outcome.append("mfa_required")
+            return MfaChallengeOut(mfa_token=pair.mfa_token, expires_in=pair.expires_in)
     return browser.answer(pair, request)
 
 

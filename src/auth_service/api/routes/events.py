@@ -135,6 +135,7 @@ async def revocations(
             "Too many revocation streams for this client: at most "
             "AUTH_EVENT_STREAMS_PER_CLIENT open on an instance, and "
             f"{CONNECTS_PER_MINUTE} connections a minute.",
+            limiter="event-streams",
         ) from exc
     try:
         first = await feed.opening(stream, last_event_id)

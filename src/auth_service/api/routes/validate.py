@@ -28,6 +28,7 @@ from auth_service.api.schemas.validation import (
 )
 from auth_service.errors import ErrorCode as E
 from auth_service.errors import UnsupportedMediaTypeError
+from auth_service.metrics import count_verdict
 from auth_service.services.validation import TokenValidator, Verdict
 
 router = APIRouter(prefix="/validate", tags=["validation"])
@@ -65,6 +66,7 @@ async def _authenticated_body(request: Request, model: type[Body]) -> tuple[Toke
 
 
 def _result(verdict: Verdict) -> dict[str, Any]:
+    count_verdict(verdict.valid, verdict.error)
     if verdict.valid:
         return {"valid": True, "claims": verdict.claims}
     return {"valid": False, "error": verdict.error}
