@@ -13,7 +13,8 @@ request (for information, no target);
 (c) POST /validate/batch, 100 tokens a request; (d) POST /auth/refresh, every token unused;
 (g) POST /oauth/introspect over (b)'s tokens (alternating with (a) and (b)); (m) (b) against
 the same app without the security headers (scripts/bench/plain_app.py), in the same rounds:
-what the headers cost /validate; (h) POST
+what the headers cost /validate; (p) likewise (b) against AUTH_METRICS_ENABLED=false: what
+the metrics cost /validate; (h) POST
 /oauth/token, client credentials with the client's secret already verified;
 (e) POST /auth/login at the production argon2 cost, against cores / one hash time;
 (b-under-e) (b) and (e) at once: (b)'s p99 while logins run versus idle;
@@ -148,11 +149,16 @@ def run_scenarios(
         # (a) and (b) alternate, ROUNDS times each: their ratios compare the same moments of
         # the host, and each figure is the median over the rounds.
         introspect = {**validate, "script_args": (str(tokens), "introspect")}
-        plain = Server(env, app_factory="plain_app:without_security_headers")
-        servers.append(plain)
-        plain.start()
-        check_validation(plain.base, data.basic, data.access_tokens)
-        pairs: dict[str, list[Result]] = {"a": [], "b": [], "g": [], "m": []}
+        # (m) and (p): (b) against a variant of the app, in the same rounds.
+        variants = {
+            "m": Server(env, app_factory="plain_app:without_security_headers"),
+            "p": Server(env, AUTH_METRICS_ENABLED="false"),
+        }
+        for variant in variants.values():
+            servers.append(variant)
+            variant.start()
+            check_validation(variant.base, data.basic, data.access_tokens)
+        pairs: dict[str, list[Result]] = {"a": [], "b": [], "g": [], "m": [], "p": []}
         for round_number in range(1, args.rounds + 1):
             print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
             pairs["a"].append(
@@ -170,24 +176,32 @@ def run_scenarios(
                     **introspect,
                 )
             )
-            pairs["m"].append(
-                run_wrk(
-                    "(m)", f"{plain.base}/validate", seconds=seconds, connections=conns, **validate
+            for key, variant in variants.items():
+                pairs[key].append(
+                    run_wrk(
+                        f"({key})",
+                        f"{variant.base}/validate",
+                        seconds=seconds,
+                        connections=conns,
+                        **validate,
+                    )
                 )
-            )
-        plain.stop()
+        for variant in variants.values():
+            variant.stop()
         results["a"] = median_of("(a) bare JSON: GET /health/live", pairs["a"])
         results["b"] = median_of("(b) POST /validate, 1,000 tokens", pairs["b"])
         results["g"] = median_of("(g) POST /oauth/introspect, same tokens", pairs["g"])
         results["m"] = median_of("(m) (b) without the security headers", pairs["m"])
-        per_round = [
-            b.requests_per_second / m.requests_per_second
-            for b, m in zip(pairs["b"], pairs["m"], strict=True)
-        ]
-        results["m"].paired_ratio = sorted(per_round)[len(per_round) // 2]
-        results["m"].notes.append(
-            "(b)/(m) per round: " + ", ".join(f"{ratio:.3f}" for ratio in per_round)
-        )
+        results["p"] = median_of("(p) (b) with AUTH_METRICS_ENABLED=false", pairs["p"])
+        for key in ("m", "p"):
+            per_round = [
+                b.requests_per_second / other.requests_per_second
+                for b, other in zip(pairs["b"], pairs[key], strict=True)
+            ]
+            results[key].paired_ratio = sorted(per_round)[len(per_round) // 2]
+            results[key].notes.append(
+                f"(b)/({key}) per round: " + ", ".join(f"{ratio:.3f}" for ratio in per_round)
+            )
         run(
             "h",
             "(h) POST /oauth/token, client credentials",

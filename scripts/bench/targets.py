@@ -31,6 +31,12 @@ def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str,
             f"{results['m'].requests_per_second:,.0f}",
         ),
         (
+            "(b) with metrics >= 0.97 x (p) without (median of per-round ratios)",
+            (results["p"].paired_ratio or 0.0) >= 0.97,
+            f"{results['p'].paired_ratio or 0.0:.3f}; medians {b.requests_per_second:,.0f} vs "
+            f"{results['p'].requests_per_second:,.0f}",
+        ),
+        (
             "(g) introspection >= 0.9 x (b) req/s",
             results["g"].requests_per_second >= 0.9 * b.requests_per_second,
             f"{results['g'].requests_per_second:,.0f} vs {0.9 * b.requests_per_second:,.0f}",
