@@ -380,3 +380,26 @@ async def test_audit_verify_exits_1_with_the_first_bad_id(
         await connection.execute(text("UPDATE audit_events SET subject = 'x' WHERE id = 2"))
     assert await asyncio.to_thread(main, ["audit", "verify"]) == 1
     assert "first bad id 2" in capsys.readouterr().out
+
+
+async def test_keys_rewrap_moves_everything_to_the_new_secret_once(
+    service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import secrets
+
+    _cli_environment(service, monkeypatch)
+    old = service.container.settings.secret_value()
+    new = secrets.token_urlsafe(64)
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", new)
+    monkeypatch.setenv("AUTH_KEY_DECRYPTION_SECRETS", old)
+    assert await asyncio.to_thread(main, ["keys", "rewrap"]) == 0
+    assert "rewrapped 2 signing keys" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["keys", "rewrap"]) == 0
+    assert "rewrapped 0 signing keys" in capsys.readouterr().out
+    monkeypatch.delenv("AUTH_KEY_DECRYPTION_SECRETS")
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 0  # under the new secret alone
+    assert "audit chain ok" in capsys.readouterr().out
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_SECRET", old)
+    assert await asyncio.to_thread(main, ["keys", "rewrap"]) == 2  # the old one opens nothing
+    assert "AUTH_KEY_DECRYPTION_SECRETS" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from auth_service.cli_operations import (
     client_rotate,
     new_client,
     register_admin,
+    rewrap_secrets,
     set_disabled,
 )
 from auth_service.dev_secret import ensure_dev_secret, generate_secret
@@ -153,6 +154,11 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _keys_rewrap(_args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(rewrap_secrets(settings)))
+    return 0
+
+
 def _users(args: argparse.Namespace, settings: Settings) -> int:
     print(asyncio.run(set_disabled(settings, args.email, args.users_command)))
     return 0
@@ -216,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key at once (rotates if active)")
     revoke.add_argument("kid")
     revoke.set_defaults(handler=_configured(_keys_revoke))
+    rewrap = key_commands.add_parser(
+        "rewrap",
+        help="seal every private key, TOTP and webhook secret (and MAC the audit chain) under "
+        "AUTH_KEY_ENCRYPTION_SECRET, opening them with AUTH_KEY_DECRYPTION_SECRETS",
+    )
+    rewrap.set_defaults(handler=_configured(_keys_rewrap))
     admin = commands.add_parser("create-admin", help="create a user with the admin role")
     admin.add_argument("--email", required=True)
     admin.set_defaults(handler=_configured(_create_admin))

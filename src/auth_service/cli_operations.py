@@ -92,3 +92,15 @@ async def audit_verify(settings: Settings) -> tuple[bool, str]:
         f"audit chain BROKEN: first bad id {verdict.first_bad_id} "
         f"({verdict.checked} events verified before it)"
     )
+
+
+async def rewrap_secrets(settings: Settings) -> str:
+    """``keys rewrap`` (services/rewrap.py): the database only, no store or key cache needed
+    beyond what the audit event uses."""
+    from auth_service.container import running
+    from auth_service.services.rewrap import rewrap
+
+    settings = ensure_dev_secret(settings)
+    async with running(settings) as container:
+        report = await rewrap(container.db, settings.secret_values(), container.audit)
+    return report.describe()

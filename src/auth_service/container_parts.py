@@ -59,7 +59,7 @@ def build_clients(
 def build_webhooks(
     settings: Settings, db: Database, clock: Clock
 ) -> tuple[Webhooks, WebhookSender]:
-    envelope = webhook_sealer(settings.secret_value())
+    envelope = webhook_sealer(settings.secret_values())
     production = settings.environment == "production"
     sender = WebhookSender(
         db, envelope, clock, production=production, poll_seconds=settings.webhook_poll_seconds
@@ -79,7 +79,7 @@ def build_key_rotation(
     keys = KeyContext(
         sessionmaker=db.writer,
         store=store,
-        envelope=signing_envelope(settings.secret_value()),
+        envelope=signing_envelope(settings.secret_values()),
         clock=clock,
         key_bits=settings.signing_key_bits,
         lock_ttl=timedelta(seconds=settings.key_lock_ttl_seconds),
@@ -124,7 +124,7 @@ def build_user_areas(
     )
     rules = PasswordRules.from_settings(settings)
     passwords = Passwords(db, store, hasher, policy, sessions, mailer, rules, clock, audit)
-    sealed = Totp.envelope_for(settings.secret_value())
+    sealed = Totp.envelope_for(settings.secret_values())
     issuer = settings.totp_issuer_name
     totp = Totp(db, store, sealed, passwords, sessions, mailer, issuer, clock, audit)
     login_rules = LoginRules.from_settings(settings)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     issuer: str = "http://127.0.0.1:8000"
     audience: CommaList = Field(default_factory=lambda: ["auth-service"])
     key_encryption_secret: SecretStr | None = None
+    # Beyond API.md: more secrets that open stored values but never seal (a comma list), for
+    # rotating the master secret with no downtime (SECURITY.md, `keys rewrap`).
+    key_decryption_secrets: SecretStr | None = None
 
     access_token_ttl_seconds: int = Field(900, ge=60, le=86_400)
     refresh_token_ttl_seconds: int = Field(2_592_000, ge=300)
@@ -274,6 +277,13 @@ class Settings(BaseSettings):
                 "`auth-service gen-secret` and set it in the environment, .env, or a secrets file"
             )
         return self.key_encryption_secret.get_secret_value()
+
+    def secret_values(self) -> list[str]:
+        """The secret that seals, then every other one that still opens (in that order)."""
+        current = self.secret_value()
+        extra = self.key_decryption_secrets
+        others = extra.get_secret_value().split(",") if extra is not None else []
+        return [current, *(s.strip() for s in others if s.strip() and s.strip() != current)]
 
 
 def secret_weakness(secret: str | None) -> str | None:

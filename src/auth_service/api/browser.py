@@ -47,7 +47,7 @@ class BrowserMode:
         prefix = "__Host-" if self.path == "/" else "__Secure-"  # __Host- requires Path=/
         self.refresh_cookie = f"{prefix}refresh_token"
         self.csrf_cookie = f"{prefix}csrf_token"
-        self._csrf = CsrfBinding(settings.secret_value()) if self.enabled else None
+        self._csrf = CsrfBinding(settings.secret_values()) if self.enabled else None
 
     def issues_cookies(self, request: Request) -> bool:
         return self.enabled and "origin" in request.headers

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -29,21 +29,45 @@ def canonical(record: Mapping[str, object]) -> bytes:
     ).encode()
 
 
+def _derive(secret: str) -> bytes:
+    if not secret:
+        raise ValueError("the audit chain needs a non-empty secret")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=_INFO).derive(
+        secret.encode()
+    )
+
+
 class AuditMac:
-    def __init__(self, secret: str) -> None:
-        if not secret:
+    """MACs with the first secret; ``row_ok``/``checkpoint_ok`` accept any of them, so the
+    chain verifies while the master secret is rotated (``keys rewrap`` re-MACs it)."""
+
+    def __init__(self, secrets: str | Sequence[str]) -> None:
+        candidates = [secrets] if isinstance(secrets, str) else list(secrets)
+        if not candidates:
             raise ValueError("the audit chain needs a non-empty secret")
-        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=_INFO).derive(
-            secret.encode()
-        )
+        self._keys = [_derive(secret) for secret in candidates]
 
     def row(self, prev_mac: str, record: Mapping[str, object]) -> str:
-        message = _ROW + prev_mac.encode("ascii") + b"\x00" + canonical(record)
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return _row_mac(self._keys[0], prev_mac, record)
 
     def checkpoint(self, record: Mapping[str, object]) -> str:
-        return hmac.new(self._key, _CHECKPOINT + canonical(record), hashlib.sha256).hexdigest()
+        return _checkpoint_mac(self._keys[0], record)
+
+    def row_ok(self, prev_mac: str, record: Mapping[str, object], presented: str) -> bool:
+        return any(self.same(_row_mac(key, prev_mac, record), presented) for key in self._keys)
+
+    def checkpoint_ok(self, record: Mapping[str, object], presented: str) -> bool:
+        return any(self.same(_checkpoint_mac(key, record), presented) for key in self._keys)
 
     @staticmethod
     def same(expected: str, presented: str) -> bool:
         return hmac.compare_digest(expected.encode("ascii"), presented.encode("ascii"))
+
+
+def _row_mac(key: bytes, prev_mac: str, record: Mapping[str, object]) -> str:
+    message = _ROW + prev_mac.encode("ascii") + b"\x00" + canonical(record)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _checkpoint_mac(key: bytes, record: Mapping[str, object]) -> str:
+    return hmac.new(key, _CHECKPOINT + canonical(record), hashlib.sha256).hexdigest()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -25,15 +26,22 @@ TOKEN_LENGTH = 43
 
 
 class CsrfBinding:
-    def __init__(self, secret: str) -> None:
-        if not secret:
+    def __init__(self, secrets: str | Sequence[str]) -> None:
+        candidates = [secrets] if isinstance(secrets, str) else list(secrets)
+        if not candidates or not all(candidates):
             raise ValueError("the CSRF binding needs a non-empty secret")
-        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=_INFO).derive(
-            secret.encode()
-        )
+        # The first key makes tokens; any of them checks one (a master-secret rotation does
+        # not log browsers out).
+        self._keys = [
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=_INFO).derive(
+                secret.encode()
+            )
+            for secret in candidates
+        ]
 
-    def token_for(self, refresh_token: str) -> str:
-        mac = hmac.new(self._key, _DOMAIN + refresh_token.encode(), hashlib.sha256).digest()
+    def token_for(self, refresh_token: str, key: bytes | None = None) -> str:
+        used = self._keys[0] if key is None else key
+        mac = hmac.new(used, _DOMAIN + refresh_token.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
     def verify(self, refresh_token: str | None, cookie: str | None, header: str | None) -> bool:
@@ -44,10 +52,13 @@ class CsrfBinding:
             return False
         try:
             presented_cookie, presented_header = cookie.encode("ascii"), header.encode("ascii")
-            expected = self.token_for(refresh_token).encode("ascii")
+            expected = [self.token_for(refresh_token, key).encode("ascii") for key in self._keys]
         except UnicodeEncodeError:
             return False
         # Both compares always run: no early exit tells which of the two differed.
-        cookie_ok = hmac.compare_digest(presented_cookie, expected)
-        header_ok = hmac.compare_digest(presented_header, expected)
-        return cookie_ok and header_ok
+        for one in expected:
+            cookie_ok = hmac.compare_digest(presented_cookie, one)
+            header_ok = hmac.compare_digest(presented_header, one)
+            if cookie_ok and header_ok:
+                return True
+        return False

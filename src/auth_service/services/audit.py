@@ -53,7 +53,7 @@ def canonical_record(row: AuditEvent) -> dict[str, object]:
     }
 
 
-def _checkpoint_record(row: AuditCheckpoint) -> dict[str, object]:
+def checkpoint_record(row: AuditCheckpoint) -> dict[str, object]:
     return {
         "at": row.at.astimezone(UTC).isoformat(timespec="microseconds"),
         "through_id": row.through_id,
@@ -163,7 +163,7 @@ class Audit:
                 through_mac=last.mac,
                 pruned=verdict.checked,
             )
-            checkpoint.mac = self._mac.checkpoint(_checkpoint_record(checkpoint))
+            checkpoint.mac = self._mac.checkpoint(checkpoint_record(checkpoint))
             await db.execute(delete(AuditEvent).where(AuditEvent.id <= through))
             db.add(checkpoint)
         log.info("audit chain pruned through id %s; head mac %s", through, head.last_mac)
@@ -175,7 +175,7 @@ class Audit:
         checkpoint = (await db.scalars(query)).one_or_none()
         if checkpoint is None:
             return 1, GENESIS, True
-        ok = self._mac.same(self._mac.checkpoint(_checkpoint_record(checkpoint)), checkpoint.mac)
+        ok = self._mac.checkpoint_ok(checkpoint_record(checkpoint), checkpoint.mac)
         return checkpoint.through_id + 1, checkpoint.through_mac, ok
 
     async def _verify(self, db: AsyncSession, *, upto: int | None) -> Verdict:
@@ -200,11 +200,10 @@ class Audit:
             if not rows:
                 break
             for row in rows:
-                recomputed = self._mac.row(prev_mac, canonical_record(row))
                 if (
                     row.id != expected
                     or row.prev_mac != prev_mac
-                    or not self._mac.same(recomputed, row.mac)
+                    or not self._mac.row_ok(prev_mac, canonical_record(row), row.mac)
                 ):
                     return Verdict(ok=False, checked=checked, first_bad_id=row.id)
                 prev_mac, expected, checked = row.mac, expected + 1, checked + 1

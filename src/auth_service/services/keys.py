@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -78,7 +78,7 @@ async def audit_key(ctx: KeyContext, session: AsyncSession, type_: str, kid: str
         await ctx.audit.record(session, type_, subject=kid)
 
 
-def signing_envelope(secret: str) -> Envelope:
+def signing_envelope(secret: str | Sequence[str]) -> Envelope:
     return Envelope(secret, purpose=SIGNING_KEY_PURPOSE)
 
 

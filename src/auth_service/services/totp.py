@@ -18,6 +18,7 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -92,7 +93,7 @@ class Totp:
         self._clock = clock
 
     @staticmethod
-    def envelope_for(secret: str) -> Envelope:
+    def envelope_for(secret: str | Sequence[str]) -> Envelope:
         return Envelope(secret, purpose=TOTP_PURPOSE)
 
     async def begin_setup(self, *, user_id: uuid.UUID, password: str) -> TotpSetup:

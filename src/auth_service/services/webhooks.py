@@ -60,7 +60,7 @@ def check_url(url: str, *, production: bool) -> str:
     return url
 
 
-def sealer(secret: str) -> Envelope:
+def sealer(secret: str | Sequence[str]) -> Envelope:
     return Envelope(secret, purpose=SECRET_PURPOSE)
 
 
