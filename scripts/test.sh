@@ -9,12 +9,13 @@ PY=.venv/bin/python
 WORKERS=(-n "${AUTH_TEST_WORKERS:-2}")
 rm -f .coverage .coverage.*
 
-# tests/browser drives Debian's chromium. In CI it must be there (the tests fail without it);
-# elsewhere an install that cannot run (no root, no sudo) leaves them to skip, saying why.
+# tests/browser drives Debian's chromium, the load-balancer test nginx. In CI they must be
+# there (the tests fail without them); elsewhere an install that cannot run (no root, no sudo)
+# leaves them to skip, saying why.
 if [[ "${CI:-}" == "true" ]]; then
-    scripts/browser_setup.sh
+    scripts/system_setup.sh
 else
-    scripts/browser_setup.sh || echo "== chromium is not installed: tests/browser will skip"
+    scripts/system_setup.sh || echo "== chromium or nginx is not installed: their tests will skip"
 fi
 
 echo "== pass 1/2: embedded default (SQLite file + in-process store)"

@@ -9,7 +9,7 @@ service cookie with ``Path=/auth`` that were not HttpOnly would show in their
 refused page cannot see, is read off uvicorn's access log (``BrowserSetup.served_since``).
 
 Without ``/usr/bin/chromium`` the tests skip (fail with ``CI=true``); Playwright's own browser
-downloads do not work here, ``scripts/browser_setup.sh`` installs Debian's package.
+downloads do not work here, ``scripts/system_setup.sh`` installs Debian's package.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def browser() -> AsyncIterator[Browser]:
     test's thread, which the suite's async fixtures (``database_url``) then refuse to run in
     ("Runner.run() cannot be called from a running event loop")."""
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: install Debian's chromium: scripts/browser_setup.sh"
+        message = f"{CHROMIUM} is missing: install Debian's chromium: scripts/system_setup.sh"
         if IN_CI:
             pytest.fail(f"{message} (CI=true: the browser tests fail instead of skipping)")
         pytest.skip(message)
