@@ -10,6 +10,9 @@ CLIENT_VENV := .venv-client
 CLIENT_STAMP := $(CLIENT_VENV)/.installed-stamp
 CLIENT_SOURCES := $(shell find client/src -name '*.py' -o -name 'py.typed')
 
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 .PHONY: run test lint bench venv client-venv clean
 
 venv: $(STAMP)
@@ -32,7 +35,7 @@ $(CLIENT_STAMP): client/pyproject.toml $(CLIENT_SOURCES)
 
 run: venv
 	$(BIN)/auth-service migrate
-	$(BIN)/auth-service serve --host 127.0.0.1 --port 8000
+	$(BIN)/auth-service serve --host $(HOST) --port $(PORT)
 
 test: venv client-venv
 	scripts/test.sh

@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
@@ -59,6 +60,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError(
             "--workers > 1 needs AUTH_REDIS_URL: the in-process store serves one process only"
         )
+    _ensure_port_free(args.host, args.port)  # before migrations, secrets or the scheduler
     settings = ensure_dev_secret(settings)
     ensure_production_ready(settings)
     try:
@@ -96,6 +98,24 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
     upgrade_to_head(settings.database_url)
     print(f"database is at revision {head_revision()}")
     return 0
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    """``ConfigurationError`` (one line, exit 2) if ``host:port`` cannot be bound."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (another process has it? "
+                "choose one with --port)"
+            ) from None
 
 
 async def _list_keys(settings: Settings) -> list[list[str]]:
@@ -136,7 +156,7 @@ async def _change_keys(settings: Settings, kid: str | None = None) -> str:
     lock, checks and "keys changed" event (running instances reload within a second)."""
     from auth_service.container import running
 
-    async with running(settings) as container:
+    async with running(ensure_dev_secret(settings)) as container:
         if kid is not None:
             revoked, active = await container.rotation.revoke(kid)
             return f"revoked {revoked}; active key {active}"

@@ -278,6 +278,12 @@ async def start(container: Container) -> None:
                 name="client-changes-database",
             )
         )
+        container.tasks.append(
+            asyncio.create_task(
+                container.rotation.watch_statuses(every=_DATABASE_FOLLOW_EVERY),
+                name="key-statuses-database",
+            )
+        )
     container.tasks.append(
         asyncio.create_task(container.clients.follow_changes(), name="client-changes")
     )

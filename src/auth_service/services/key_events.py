@@ -8,6 +8,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from auth_service.db.models import SigningKey
 from auth_service.services.keyring import KeyRing
 from auth_service.services.keys import KeyContext, load_snapshot
 from auth_service.services.store_keys import KEYS_CHANNEL
@@ -46,6 +50,27 @@ async def _listen(ctx: KeyContext, keyring: KeyRing, ready: asyncio.Event) -> No
     await follow_channel(
         ctx.store, KEYS_CHANNEL, serve, name="the key events follower", retry_seconds=_RETRY_SECONDS
     )
+
+
+async def _statuses(ctx: KeyContext) -> set[tuple[str, str]]:
+    async with ctx.sessionmaker() as session:
+        rows = await session.execute(select(SigningKey.kid, SigningKey.status))
+        return {(str(kid), str(status)) for kid, status in rows.all()}
+
+
+async def watch_key_statuses(ctx: KeyContext, keyring: KeyRing, *, every: timedelta) -> None:
+    """Reload the cache whenever the keys' (kid, status) pairs change. Runs until cancelled."""
+    seen: set[tuple[str, str]] | None = None
+    while True:
+        try:
+            now = await _statuses(ctx)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not look at the signing keys (%s)", type(exc).__name__)
+        else:
+            if seen is not None and now != seen:
+                await reload_keyring(ctx, keyring)
+            seen = now
+        await asyncio.sleep(every.total_seconds())
 
 
 async def follow_key_events(

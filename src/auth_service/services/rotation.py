@@ -34,7 +34,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth_service.db.models import KeyStatus, SigningKey
 from auth_service.db.session import Database
 from auth_service.errors import NotFoundError, RotationInProgressError
-from auth_service.services.key_events import follow_key_events, reload_keyring
+from auth_service.services.key_events import (
+    follow_key_events,
+    reload_keyring,
+    watch_key_statuses,
+)
 from auth_service.services.keyring import KeyRing, in_jwks_order
 from auth_service.services.keys import (
     KEYS_CHANNEL,
@@ -357,6 +361,12 @@ class KeyRotation:
     async def follow(self, *, refresh_every: timedelta, ready: asyncio.Event) -> None:
         """Keep the key cache current until cancelled (events, resubscription, a timer)."""
         await follow_key_events(self.keys, self._keyring, refresh_every=refresh_every, ready=ready)
+
+    async def watch_statuses(self, *, every: timedelta) -> None:
+        """The in-process store only: the CLI's ``keys rotate|revoke`` runs in another
+        process, whose "keys changed" event never reaches this one; a cheap look at the keys'
+        statuses every ``every`` reloads the cache when they changed."""
+        await watch_key_statuses(self.keys, self._keyring, every=every)
 
     async def rotate(self, *, trigger: Trigger = "manual") -> RotationResult:
         result = await rotate_keys(self.keys, self.policy, trigger=trigger)
