@@ -11,13 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from auth_service.errors import ConfigurationError
-from auth_service.settings import (
-    Settings,
-    default_secrets_dir,
-    ensure_production_ready,
-    production_problems,
-    secret_weakness,
-)
+from auth_service.production import ensure_production_ready, production_problems, secret_weakness
+from auth_service.settings import Settings, default_secrets_dir
 
 STRONG = secrets.token_urlsafe(64)
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_-"

@@ -32,7 +32,8 @@ from auth_service.dev_secret import ensure_dev_secret, generate_secret
 from auth_service.errors import AuthError, ConfigurationError
 from auth_service.logs import configure_logging, logging_config
 from auth_service.metrics_files import prepare_multiprocess_metrics
-from auth_service.settings import Settings, ensure_production_ready
+from auth_service.production import ensure_production_ready
+from auth_service.settings import Settings
 
 log = logging.getLogger("auth_service.cli")
 

@@ -32,6 +32,7 @@ from auth_service.db.migrate import current_revision, head_revision
 from auth_service.db.session import Database, create_engine
 from auth_service.errors import ConfigurationError
 from auth_service.metrics import Exporter
+from auth_service.production import ensure_production_ready
 from auth_service.scheduler import KeyScheduler
 from auth_service.services.accounts import Accounts
 from auth_service.services.admin_users import AdminUsers
@@ -63,7 +64,7 @@ from auth_service.services.validation import TokenValidator, ValidationPolicy
 from auth_service.services.verification import EmailVerification
 from auth_service.services.webhook_sender import WebhookSender
 from auth_service.services.webhooks import Outbox, Webhooks
-from auth_service.settings import Settings, ensure_production_ready
+from auth_service.settings import Settings
 from auth_service.store import Store, StoreUnavailableError, create_store
 from auth_service.store.mirror import Journal, MirroredStore
 
@@ -134,12 +135,19 @@ def build_container(
             settings.redis_url,
             settings.redis_key_prefix,
             socket_timeout=settings.redis_socket_timeout_seconds,
+            sentinels=settings.redis_sentinels,
+            sentinel_service=settings.redis_sentinel_service,
         )
     journal = Journal(
         EVENTS_PREFIX, settings.access_token_ttl + settings.clock_leeway, INDEX_MARKER_KEY
     )
     mirror = (
-        MirroredStore(store, prefixes=MIRRORED_PREFIXES, journal=journal)
+        MirroredStore(
+            store,
+            prefixes=MIRRORED_PREFIXES,
+            journal=journal,
+            outage_grace=settings.revocation_mirror_outage_grace_seconds,
+        )
         if settings.revocation_mirror
         else None
     )

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from auth_service.container import Container
-from auth_service.settings import Settings, production_problems
+from auth_service.production import production_problems
+from auth_service.settings import Settings
 from tests.support.service import Service, started
 
 LISTED = "https://app.example.com"

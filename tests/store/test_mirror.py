@@ -138,6 +138,28 @@ async def test_a_lost_subscription_falls_back_to_the_store() -> None:
             await mirror.get_many(["revoked:jti:a"])  # asks the store, never the stale mirror
 
 
+async def test_an_outage_is_answered_from_memory_for_the_grace_only() -> None:
+    """A store that cannot answer (a Redis restart, a failover): a mirror that was current
+    answers from memory for ``outage_grace`` seconds, then fails closed again."""
+    now = [100.0]
+    inner = MemoryStore()
+    await inner.put("revoked:jti:a", "1", HOUR)
+    mirror = MirroredStore(inner, prefixes=PREFIXES, outage_grace=5.0, time_source=lambda: now[0])
+    async with following(mirror):
+        await inner.close()
+        assert await _until(lambda: not mirror.current)
+        assert await mirror.get_many(["revoked:jti:a", "revoked:jti:b"]) == ["1", None]
+        with pytest.raises(Exception, match="closed"):
+            await mirror.get_many(["revoked:jti:a", "login:from:x"])  # not a mirrored key
+        now[0] += 5.1
+        with pytest.raises(Exception, match="closed"):
+            await mirror.get_many(["revoked:jti:a"])
+    never = MirroredStore(MemoryStore(), prefixes=PREFIXES)  # no grace, never current
+    await never.inner.close()
+    with pytest.raises(Exception, match="closed"):
+        await never.get_many(["revoked:jti:a"])
+
+
 # -- the store is an index that can come back empty (DESIGN.md "Revocation is durable") ---
 
 MARKER = "revoked:epoch"

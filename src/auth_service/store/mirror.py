@@ -133,6 +133,7 @@ class MirroredStore:
         prefixes: Sequence[str],
         time_source: Callable[[], float] = time.monotonic,
         journal: Journal | None = None,
+        outage_grace: float = 0.0,
     ) -> None:
         if not prefixes or not all(prefixes):
             raise ValueError("MirroredStore needs at least one non-empty key prefix to mirror")
@@ -141,6 +142,8 @@ class MirroredStore:
         self._now = time_source
         self._entries: dict[str, tuple[str, float]] = {}
         self._current = False
+        self._outage_grace = outage_grace
+        self._stale_since: float | None = None
         self.journal = journal
         self.resyncs = 0  # full reloads from the store (the metrics)
         self.last_lag_seconds = 0.0  # publish-to-apply delay of the last journaled event
@@ -189,7 +192,7 @@ class MirroredStore:
 
     def mark_stale(self) -> None:
         """Stop answering from memory (until the follower has resynchronised)."""
-        self._current = False
+        self._current, self._stale_since = False, None
 
     # -- the mirror ---------------------------------------------------------------------
     def _apply(self, key: str, value: str | None, ttl_ms: int) -> None:
@@ -246,7 +249,7 @@ class MirroredStore:
             await self._resync()  # events published meanwhile wait in the subscription
             if marker_key is not None and marker_key not in self._entries:
                 raise StoreUnavailableError("the store lost its index marker meanwhile")
-            self._current = True
+            self._current, self._stale_since = True, None
             healthy()
             await self._serve(messages, marker_key, watch_seconds)
 
@@ -260,7 +263,7 @@ class MirroredStore:
         )
 
     def _lost(self) -> None:
-        self._current = False
+        self._stop_serving()
         for listener in self._listeners:
             listener.lost()
 
@@ -289,7 +292,7 @@ class MirroredStore:
         while True:
             await asyncio.sleep(every)
             if (await self.inner.get_many([marker_key]))[0] is None:
-                self._current = False  # at once: the next read asks the store
+                self._stop_serving()  # at once: the next read asks the store
                 raise StoreUnavailableError("the store lost its revocation index (flushed?)")
 
     def _next_id(self) -> str:
@@ -315,7 +318,7 @@ class MirroredStore:
                 raise journal_failure
         except StoreUnavailableError:
             # Others may have missed it: they resync when their subscription comes back.
-            self._current = False
+            self._stop_serving()
             raise
 
     # -- the Store protocol -----------------------------------------------------------------
@@ -333,9 +336,27 @@ class MirroredStore:
         return stored
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        if self._current and all(self.is_mirrored(key) for key in keys):
+        mirrored = all(self.is_mirrored(key) for key in keys)
+        if self._current and mirrored:
             return self._lookup(keys)
-        return await self.inner.get_many(keys)
+        try:
+            return await self.inner.get_many(keys)
+        except StoreUnavailableError:
+            if mirrored and self.in_outage_grace():
+                return self._lookup(keys)
+            raise
+
+    def in_outage_grace(self) -> bool:
+        """A read the store cannot answer is answered from memory if the mirror was current
+        less than ``outage_grace`` s ago (every revocation is written to the store first, so
+        an outage all instances share revokes nothing the mirror lacks; SECURITY.md)."""
+        since = self._stale_since
+        return since is not None and self._now() - since <= self._outage_grace
+
+    def _stop_serving(self) -> None:
+        if self._current:
+            self._stale_since = self._now()
+        self._current = False
 
     async def scan(self, prefix: str) -> list[tuple[str, str, timedelta]]:
         return await self.inner.scan(prefix)
@@ -374,5 +395,5 @@ class MirroredStore:
         await self.inner.ping()
 
     async def close(self) -> None:
-        self._current = False
+        self._current, self._stale_since = False, None
         await self.inner.close()

@@ -17,8 +17,11 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
+from redis.connection import parse_url
 from redis.exceptions import RedisError, ResponseError
 
 from auth_service.store.base import RateLimitResult, StoreUnavailableError
@@ -113,6 +116,43 @@ class RedisStore:
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             health_check_interval=health_check_interval,
+        )
+        return cls(client, prefix)
+
+    @classmethod
+    def from_sentinels(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service: str,
+        url: str,
+        prefix: str = "auth:",
+        *,
+        socket_timeout: float = 2.0,
+        max_connections: int = 256,
+    ) -> RedisStore:
+        """A store on whichever server the sentinels name master of ``service`` now: after a
+        failover the pool asks them again and reconnects (redis-py's ``Sentinel``). ``url``
+        supplies the database number, credentials and TLS; its host is not used."""
+        options: dict[str, Any] = {
+            key: value
+            for key, value in parse_url(url).items()  # type: ignore[no-untyped-call]
+            if key in ("db", "username", "password")
+        }
+        if url.startswith("rediss://"):
+            options["connection_class"] = SentinelManagedSSLConnection
+        sentinel = Sentinel(
+            list(sentinels),
+            socket_timeout=socket_timeout,
+            sentinel_kwargs={"socket_timeout": socket_timeout},
+        )
+        client = sentinel.master_for(
+            service,
+            redis_class=Redis,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            max_connections=max_connections,
+            **options,
         )
         return cls(client, prefix)
 
