@@ -299,7 +299,15 @@ async def test_redis_down_during_a_rotation_skips_it_and_validation_goes_on(
     try:
         wait_for_redis(private_url, server, redis_log)
         app = await boot(
-            cluster, http, count=1, overrides={**SCHEDULED_ROTATION, "AUTH_REDIS_URL": private_url}
+            cluster,
+            http,
+            count=1,
+            overrides={
+                **SCHEDULED_ROTATION,
+                "AUTH_REDIS_URL": private_url,
+                # Shorter than the outage below: past it the mirror no longer answers alone.
+                "AUTH_REVOCATION_MIRROR_OUTAGE_GRACE_SECONDS": "3",
+            },
         )
         instance = app.instances[0]
         await register(http, instance.base, "user1@example.com", PASSWORD)
@@ -327,10 +335,10 @@ async def test_redis_down_during_a_rotation_skips_it_and_validation_goes_on(
         # Nothing half-written: the rotation was skipped before anything was touched.
         assert await signing_key_statuses(database_url) == {"active": 1, "next": 1}, log
         assert SKIPPED in log, log
-        # Fail closed: with Redis gone the revocation mirror is no longer known to be current
-        # (its subscription broke, so revocations made meanwhile could be missing from memory),
-        # so it asks the store, which cannot answer: the token is neither valid nor invalid,
-        # the caller is told to retry (503) rather than accept a token that may be revoked.
+        # Fail closed: with Redis gone for longer than the outage grace, the revocation mirror
+        # no longer answers from memory (revocations made elsewhere could be missing), so it
+        # asks the store, which cannot answer: the token is neither valid nor invalid, the
+        # caller is told to retry (503) rather than accept a token that may be revoked.
         response = await validate(http, instance.base, token, app.client_auth)
         assert response.status_code == 503, f"{response.status_code} {response.text}\n{log}"
         assert response.json()["error"] == "service_unavailable", response.text
