@@ -19,6 +19,9 @@ ACCESS_LOGGER = "uvicorn.access"
 HANDLER_NAME = "auth-service"
 # APScheduler logs "Running job ..." and "... executed successfully" at INFO for every run.
 _QUIET_BELOW_DEBUG = ("apscheduler.executors.default", "apscheduler.scheduler")
+# Drivers whose DEBUG lines print each statement's parameters (emails, token hashes,
+# password hashes): never below WARNING, whatever AUTH_LOG_LEVEL says.
+_NEVER_DEBUG = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool")
 
 
 class RequestIdFilter(logging.Filter):
@@ -118,6 +121,7 @@ def logging_config(level: str = "INFO", *, json_lines: bool = False) -> dict[str
             ACCESS_LOGGER: {"handlers": [], "propagate": True, "level": level},
             "alembic.runtime.plugins": {"level": "WARNING"},
             **{name: {"level": quiet} for name in _QUIET_BELOW_DEBUG},
+            **{name: {"level": "WARNING"} for name in _NEVER_DEBUG},
         },
         "root": {"handlers": [HANDLER_NAME], "level": level},
     }
