@@ -49,6 +49,9 @@ def production_problems(settings: Settings) -> list[str]:
     weakness = secret_weakness(secret)
     if weakness:
         problems.append(weakness)
+    token = settings.metrics_token
+    if token is not None and len(token.get_secret_value()) < 32:
+        problems.append("AUTH_METRICS_TOKEN is shorter than 32 characters")
     problems += _cors_problems(settings)
     if any(proxy.strip() == "*" for proxy in settings.trusted_proxies):
         problems.append("AUTH_TRUSTED_PROXIES contains '*': any client could forge its address")

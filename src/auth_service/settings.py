@@ -195,7 +195,7 @@ class Settings(BaseSettings):
                 raise ValueError("each sentinel must be host:port, e.g. sentinel-1:26379")
         return value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "metrics_token", "key_decryption_secrets", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

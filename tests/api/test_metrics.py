@@ -118,6 +118,17 @@ async def test_only_allowed_networks_or_the_token_may_scrape(
             assert (await inside.get("/metrics")).status_code == 200
 
 
+async def test_a_blank_token_setting_lets_no_empty_bearer_in(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(metrics_allow=["10.0.0.0/8"], metrics_token="  ")
+    assert settings.metrics_token is None
+    async with started(make_container(settings)) as service:
+        for header in ("Bearer ", "Bearer", "bearer  "):
+            answer = await service.client.get("/metrics", headers={"Authorization": header})
+            assert_error(answer, 403, "forbidden")
+
+
 async def test_metrics_off_serves_nothing(
     make_container: Callable[..., Container], make_settings: Callable[..., Settings]
 ) -> None:

@@ -20,7 +20,7 @@ router = APIRouter(tags=["operations"])
 
 def _allowed(settings: Settings, ip: str | None, authorization: str | None) -> bool:
     token = settings.metrics_token
-    if token is not None and authorization is not None:
+    if token is not None and token.get_secret_value() and authorization is not None:
         scheme, _, presented = authorization.partition(" ")
         expected = token.get_secret_value().encode()
         if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected):
