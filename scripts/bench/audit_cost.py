@@ -25,6 +25,7 @@ from auth_service.crypto.audit_mac import AuditMac
 from auth_service.db.migrate import upgrade_to_head
 from auth_service.db.session import Database, create_engine
 from auth_service.services.audit import Audit
+from auth_service.services.webhooks import Outbox
 from auth_service.settings import Settings
 
 PG = "postgresql+asyncpg://postgres@127.0.0.1:5432"
@@ -50,7 +51,7 @@ async def measure(url: str) -> list[str]:
     settings = Settings(database_url=url, key_encryption_secret="b" * 64, db_pool_size=WORKERS)
     engine = create_engine(settings)
     db = Database.on(engine)
-    audit = Audit(db, AuditMac(settings.secret_value()), SystemClock())
+    audit = Audit(db, AuditMac(settings.secret_value()), SystemClock(), Outbox(SystemClock()))
 
     async def bare() -> None:  # one row written and committed: the same WAL flush
         async with db.transaction() as session:

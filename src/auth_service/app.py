@@ -35,7 +35,7 @@ from auth_service.api.schemas.common import error_responses
 from auth_service.api.shedding import LoadSheddingMiddleware
 from auth_service.api.shutdown import on_exit_signal
 from auth_service.container import Container, running, serving
-from auth_service.metrics import MetricsMiddleware
+from auth_service.metrics import RequestRecorder
 from auth_service.settings import Settings
 
 
@@ -86,9 +86,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         max_body_bytes=settings.max_request_bytes,
         security=security,
         trusted_proxies=frozenset(settings.trusted_proxies),
+        recorder=RequestRecorder() if settings.metrics_enabled else None,
     )
-    if settings.metrics_enabled:
-        app.add_middleware(MetricsMiddleware)  # outermost: every answer is counted
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)
     app.include_router(events.router)

@@ -157,7 +157,7 @@ def build_container(
     hasher = hasher or PasswordHasher.from_settings(settings)
     revocations = RevocationIndex(db.writer, store, clock, RevocationPolicy.from_settings(settings))
     audit = Audit(db, AuditMac(settings.secret_values()), clock, Outbox(clock))
-    webhooks, sender = build_webhooks(settings, db, clock)
+    webhooks, sender = build_webhooks(settings, db, clock, audit)
     rotation = build_key_rotation(settings, db, store, keyring, clock, key_generator, audit)
     users = build_user_areas(settings, db, store, keyring, hasher, clock, audit)
     validator = TokenValidator(

@@ -57,14 +57,14 @@ def build_clients(
 
 
 def build_webhooks(
-    settings: Settings, db: Database, clock: Clock
+    settings: Settings, db: Database, clock: Clock, audit: Audit
 ) -> tuple[Webhooks, WebhookSender]:
     envelope = webhook_sealer(settings.secret_values())
     production = settings.environment == "production"
     sender = WebhookSender(
         db, envelope, clock, production=production, poll_seconds=settings.webhook_poll_seconds
     )
-    return Webhooks(db, envelope, clock, production=production), sender
+    return Webhooks(db, envelope, clock, audit, production=production), sender
 
 
 def build_key_rotation(
@@ -135,7 +135,7 @@ def build_user_areas(
     )
     admin_users = AdminUsers(db, sessions, mailer, clock, audit)
     verification = EmailVerification(
-        db, store, sessions, mailer, VerificationRules.from_settings(settings), clock, audit
+        db, store, hasher, mailer, VerificationRules.from_settings(settings), clock, audit
     )
     invitations = Invitations(db, mailer, settings.invitation_url, clock, audit)
     registrations = Registrations(

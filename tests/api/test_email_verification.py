@@ -59,8 +59,10 @@ async def login(service: Service, email: str, password: str = PASSWORD) -> httpx
     return await service.client.post("/auth/login", json={"email": email, "password": password})
 
 
-async def verify(service: Service, token: str) -> httpx.Response:
-    return await service.client.post("/auth/verify-email", json={"token": token})
+async def verify(service: Service, token: str, password: str = PASSWORD) -> httpx.Response:
+    return await service.client.post(
+        "/auth/verify-email", json={"token": token, "password": password}
+    )
 
 
 async def resend(service: Service, email: str) -> httpx.Response:
@@ -79,6 +81,8 @@ async def test_register_verify_login_end_to_end(service: Service, mail_file: Pat
     assert_error(
         await login(service, "alice@example.com", "wrong password!!"), 401, "invalid_credentials"
     )
+    # The link alone is not enough: the password chosen at registration goes with it.
+    assert_error(await verify(service, token, "not the password"), 401, "invalid_credentials")
     assert (await verify(service, token)).status_code == 204
     signed_in = await login(service, "alice@example.com")
     assert signed_in.status_code == 200, signed_in.text
@@ -118,21 +122,66 @@ async def test_a_pre_registered_address_ends_with_the_owners_password(
     service: Service, mail_file: Path
 ) -> None:
     """A squatter registers the victim's address first; the owner registers later and opens
-    the link mailed to them: the squatter's password does not work, the owner's does."""
+    a link mailed to them: the squatter's password does not work, the owner's does."""
     assert (await register(service, "victim@example.com", SQUATTER_PASSWORD)).status_code == 202
     squatters_link = link_token(mails(mail_file)[-1])  # in the victim's mailbox, unused
     assert (await register(service, "victim@example.com", OWNER_PASSWORD)).status_code == 202
     owners_link = link_token(mails(mail_file)[-1])
-    # The squatter now asks for a resend: the new link keeps the owner's pending password.
+    # The squatter asks for a resend: one more link in the owner's mailbox.
     assert (await resend(service, "victim@example.com")).status_code == 202
     resent_link = link_token(mails(mail_file)[-1])
-    assert_error(await verify(service, squatters_link), 400, "invalid_verification_token")
-    assert (await verify(service, resent_link)).status_code == 204
-    assert_error(await verify(service, owners_link), 400, "invalid_verification_token")
+    assert_error(
+        await verify(service, squatters_link, OWNER_PASSWORD), 400, "invalid_verification_token"
+    )
+    assert_error(await verify(service, resent_link, SQUATTER_PASSWORD), 401, "invalid_credentials")
+    assert (await verify(service, resent_link, OWNER_PASSWORD)).status_code == 204
+    assert_error(
+        await verify(service, owners_link, OWNER_PASSWORD), 400, "invalid_verification_token"
+    )
     assert_error(
         await login(service, "victim@example.com", SQUATTER_PASSWORD), 401, "invalid_credentials"
     )
     assert (await login(service, "victim@example.com", OWNER_PASSWORD)).status_code == 200
+
+
+async def test_a_squatter_registering_after_the_owner_gets_no_account(
+    service: Service, mail_file: Path
+) -> None:
+    """The reverse order (the attacker's repeat registration replaces the pending password):
+    the owner's click with their own password is refused, the squatter has no link, so no
+    one holds a verified account until the owner registers again."""
+    assert (await register(service, "victim@example.com", OWNER_PASSWORD)).status_code == 202
+    first = link_token(mails(mail_file)[-1])
+    assert (await register(service, "victim@example.com", SQUATTER_PASSWORD)).status_code == 202
+    newest = link_token(mails(mail_file)[-1])  # in the owner's mailbox
+    assert_error(await verify(service, first, OWNER_PASSWORD), 400, "invalid_verification_token")
+    assert_error(await verify(service, newest, OWNER_PASSWORD), 401, "invalid_credentials")
+    assert (await resend(service, "victim@example.com")).status_code == 202
+    assert_error(
+        await verify(service, link_token(mails(mail_file)[-1]), OWNER_PASSWORD),
+        401,
+        "invalid_credentials",
+    )
+    assert_error(
+        await login(service, "victim@example.com", SQUATTER_PASSWORD), 403, "email_not_verified"
+    )
+    # The owner registers again: their password, their link.
+    assert (await register(service, "victim@example.com", OWNER_PASSWORD)).status_code == 202
+    assert (
+        await verify(service, link_token(mails(mail_file)[-1]), OWNER_PASSWORD)
+    ).status_code == 204
+    assert (await login(service, "victim@example.com", OWNER_PASSWORD)).status_code == 200
+    assert_error(
+        await login(service, "victim@example.com", SQUATTER_PASSWORD), 401, "invalid_credentials"
+    )
+
+
+async def test_a_weak_password_spends_no_mail_budget(service: Service, mail_file: Path) -> None:
+    for _ in range(8):
+        answer = await register(service, "victim@example.com", "password")
+        assert_error(answer, 422, "weak_password")
+    assert (await register(service, "victim@example.com", OWNER_PASSWORD)).status_code == 202
+    assert [mail["to"] for mail in mails(mail_file)] == ["victim@example.com"]
 
 
 async def test_resend_is_the_same_for_every_address_and_limited(
@@ -183,7 +232,9 @@ async def test_accounts_from_before_the_setting_verify_and_keep_their_password(
         )
         # Someone registers the address again: the link they trigger keeps the old password.
         assert (await register(after, "old@example.com", SQUATTER_PASSWORD)).status_code == 202
-        assert (await verify(after, link_token(mails(mail_file)[-1]))).status_code == 204
+        link = link_token(mails(mail_file)[-1])
+        assert_error(await verify(after, link, SQUATTER_PASSWORD), 401, "invalid_credentials")
+        assert (await verify(after, link, OWNER_PASSWORD)).status_code == 204
         assert_error(
             await login(after, "old@example.com", SQUATTER_PASSWORD), 401, "invalid_credentials"
         )

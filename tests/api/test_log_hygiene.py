@@ -392,7 +392,8 @@ async def verification_flows(service: Service, mail_file: Path, secrets: Secrets
     secrets.add("verification link", link)
     secrets.add("verification token", token)
     await login(service, "dave@example.com", DAVE_PASSWORD, 403)
-    await ok(await service.client.post("/auth/verify-email", json={"token": token}), 204)
+    verified = {"token": token, "password": DAVE_PASSWORD}
+    await ok(await service.client.post("/auth/verify-email", json=verified), 204)
     add_pair(secrets, await login(service, "dave@example.com", DAVE_PASSWORD))
     for address in ("erin@example.com", "frank@example.com"):
         answer = await service.client.post("/auth/verify-email/resend", json={"email": address})

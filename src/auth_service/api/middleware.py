@@ -8,9 +8,11 @@ import re
 import secrets
 from collections.abc import Collection
 from functools import partial
+from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from auth_service.metrics import RequestRecorder
 from auth_service.request_context import RequestContext, enter_request, leave_request
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -94,8 +96,10 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         security: SecurityHeaders | None = None,
         trusted_proxies: frozenset[str] = frozenset(),
+        recorder: RequestRecorder | None = None,
     ) -> None:
         self.app = app
+        self.recorder = recorder  # the metrics (None: AUTH_METRICS_ENABLED=false)
         self.max_body_bytes = max_body_bytes
         self.trusted_proxies = trusted_proxies
         self.security = security or SecurityHeaders(hsts=False)
@@ -104,6 +108,15 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = perf_counter()
+        status = [500]
+        try:
+            await self._serve(scope, receive, send, status)
+        finally:
+            if self.recorder is not None:
+                self.recorder.record(scope, status[0], perf_counter() - started)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, status: list[int]) -> None:
         request_id = self._request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         entered = enter_request(RequestContext(request_id, partial(self._client_ip, scope)))
@@ -112,6 +125,7 @@ class RequestContextMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 message["headers"] = with_security_headers(message.get("headers", []), fixed)
             await send(message)
 

@@ -109,8 +109,7 @@ class PasswordResetToken(Base):
 
 
 class EmailVerificationToken(Base):
-    """A mailed verification link; ``password_hash``: the registration it was issued for
-    (verifying sets it), None to keep the stored password."""
+    """A mailed verification link (opening it also takes the account's password)."""
 
     __tablename__ = "email_verification_tokens"
     __table_args__ = (Index("ix_email_verification_tokens_user_id", "user_id"),)
@@ -118,7 +117,6 @@ class EmailVerificationToken(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     token_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
-    password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.clock import Clock
 from auth_service.crypto.passwords import PasswordHasher, hash_opaque
-from auth_service.db.models import PasswordResetToken, User
+from auth_service.db.models import EmailVerificationToken, PasswordResetToken, User
 from auth_service.db.session import Database
 from auth_service.errors import InvalidCredentialsError, InvalidResetTokenError, NotFoundError
 from auth_service.services.accounts import try_normalize_email
@@ -200,6 +200,15 @@ class Passwords:
             await db.execute(
                 update(PasswordResetToken)
                 .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+                .values(used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            await db.execute(
+                update(EmailVerificationToken)
+                .where(
+                    EmailVerificationToken.user_id == user.id,
+                    EmailVerificationToken.used_at.is_(None),
+                )
                 .values(used_at=now)
                 .execution_options(synchronize_session=False)
             )

@@ -101,8 +101,8 @@ class Registrations:
     async def _pending(self, email: str, password: str, ip: str | None) -> Pending:
         await self._accounts.admit(ip, need_open=True)
         address = normalize_email(email)
+        await self._policy.check(password, email=address)  # 422 spends no mail budget
         await self._verification.count_mail(address)
-        await self._policy.check(password, email=address)
         password_hash = await self._hasher.hash(password)  # in every branch: the same time
         verification = self._verification
         try:
@@ -110,22 +110,20 @@ class Registrations:
                 user = await db.scalar(select(User).where(User.email == address).with_for_update())
                 if user is None:
                     user = await self._accounts.create(db, address, password_hash, [], None)
-                    token = verification.issue(db, user.id, password_hash)
-                    return Pending(verification.link_mail(address, token))
-                ever_signed_in = await db.scalar(select(exists().where(Session.user_id == user.id)))
-                if user.email_verified_at is None and not user.disabled and not ever_signed_in:
-                    # Never usable yet: the latest registration's password wins on its click.
-                    await verification.burn(db, user.id)
-                    token = verification.issue(db, user.id, password_hash)
-                    await self._audit.record(db, "user.registered_again", subject=str(user.id))
-                    return Pending(verification.link_mail(address, token))
-                if user.email_verified_at is None and not user.disabled:
-                    # Used before verification was required: a link that keeps its password.
-                    token = verification.issue(db, user.id, None)
-                    await self._audit.record(db, "user.registered_again", subject=str(user.id))
-                    return Pending(verification.link_mail(address, token))
+                    return Pending(verification.link_mail(address, verification.issue(db, user.id)))
                 await self._audit.record(db, "user.registered_again", subject=str(user.id))
-                return Pending(verification.existing_mail(address))
+                if user.email_verified_at is not None or user.disabled:
+                    return Pending(verification.existing_mail(address))
+                ever_signed_in = await db.scalar(select(exists().where(Session.user_id == user.id)))
+                if not ever_signed_in:
+                    # Never usable yet: the latest registration's password replaces the
+                    # earlier one (a squatter's is gone when the owner registers); the link
+                    # needs it, so whoever lacks the mailbox or the password gets nothing.
+                    user.password_hash = password_hash
+                    user.password_changed_at = user.updated_at = self._clock.now()
+                    await verification.burn(db, user.id)
+                # Used before verification was required: its password stays.
+                return Pending(verification.link_mail(address, verification.issue(db, user.id)))
         except IntegrityError as exc:
             # A concurrent registration inserted the address first: its mail is on its way.
             if "email" in str(exc.orig).lower():

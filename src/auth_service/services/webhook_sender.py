@@ -5,6 +5,11 @@ a short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two instances 
 one row); if the sender dies the lease runs out and any instance retries. A post is signed
 per the Standard Webhooks scheme with the ``standardwebhooks`` package; a 2xx is delivered,
 anything else is retried after 2^attempts seconds (at most an hour), up to ``MAX_ATTEMPTS``.
+
+A claimed batch is posted concurrently, each post bounded by ``DEADLINE`` in all (a receiver
+that drips its answer cannot hold the sender, nor outlive the lease so that a second instance
+sends the same message); the response body is never read (only its status matters). An
+endpoint deleted after the claim gets nothing: the claim only takes rows of live endpoints.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -24,13 +31,14 @@ from auth_service.crypto.envelope import Envelope, EnvelopeError
 from auth_service.db.models import WebhookDelivery, WebhookEndpoint
 from auth_service.db.session import Database
 from auth_service.errors import InvalidRequestError
-from auth_service.services.webhooks import check_url
+from auth_service.services.webhooks import check_url, internal_address
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
 LEASE = timedelta(seconds=60)
 BATCH = 10
+DEADLINE = 10.0  # seconds for one whole post: well inside LEASE
 _TIMEOUT = httpx.Timeout(5.0)
 
 
@@ -42,6 +50,20 @@ class _Claimed:
     endpoint_id: str
     body: bytes
     attempts: int
+
+
+async def _resolves_internally(url: str) -> bool:
+    """Whether the URL's host resolves to any internal address (production: a public name
+    pointed at the metadata service or a private network is not posted to). Checked before
+    each post; a resolver that changes its answer between this and the connect is not
+    covered (no pinning of the address)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        infos = await asyncio.to_thread(socket.getaddrinfo, host, parts.port or 443)
+    except OSError:
+        return False  # the post fails on its own, and is retried
+    return any(internal_address(str(info[4][0])) for info in infos)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -82,10 +104,16 @@ class WebhookSender:
 
     async def send_due(self, http: httpx.AsyncClient) -> int:
         claimed = await self._claim()
-        for delivery in claimed:
-            status, error = await self._post(http, delivery)
-            await self._record(delivery, status, error)
+        await asyncio.gather(*(self._deliver(http, delivery) for delivery in claimed))
         return len(claimed)
+
+    async def _deliver(self, http: httpx.AsyncClient, delivery: _Claimed) -> None:
+        try:
+            async with asyncio.timeout(DEADLINE):
+                status, error = await self._post(http, delivery)
+        except TimeoutError:
+            status, error = None, f"no answer within {DEADLINE:g} s"
+        await self._record(delivery, status, error)
 
     async def _claim(self) -> list[_Claimed]:
         now = self._clock.now()
@@ -95,6 +123,7 @@ class WebhookSender:
             .where(
                 WebhookDelivery.delivered_at.is_(None),
                 WebhookDelivery.gave_up_at.is_(None),
+                WebhookEndpoint.deleted_at.is_(None),
                 WebhookDelivery.next_attempt_at <= now,
             )
             .order_by(WebhookDelivery.next_attempt_at)
@@ -126,6 +155,8 @@ class WebhookSender:
             ).decode()
         except (InvalidRequestError, EnvelopeError) as exc:
             return None, f"not sent: {type(exc).__name__}"
+        if self._production and await _resolves_internally(url):
+            return None, "not sent: the host resolves to an internal address"
         timestamp = self._clock.now()
         headers = {
             "content-type": "application/json",
@@ -134,10 +165,12 @@ class WebhookSender:
             "webhook-signature": Webhook(secret).sign(delivery.id, timestamp, delivery.body),
         }
         try:
-            response = await http.post(url, content=delivery.body, headers=headers)
+            # Streamed and never read: a receiver's body, however large, stays on the wire.
+            async with http.stream("POST", url, content=delivery.body, headers=headers) as answer:
+                status = answer.status_code
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}"[:200]
-        return response.status_code, "" if response.is_success else f"HTTP {response.status_code}"
+        return status, "" if 200 <= status < 300 else f"HTTP {status}"
 
     async def _record(self, claimed: _Claimed, status: int | None, error: str) -> None:
         now = self._clock.now()

@@ -9,10 +9,13 @@ committed, and nothing is sent from the request (``webhook_sender.py`` sends). S
 from __future__ import annotations
 
 import base64
+import ipaddress
+import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
@@ -23,6 +26,9 @@ from auth_service.crypto.envelope import Envelope
 from auth_service.db.models import WebhookDelivery, WebhookEndpoint
 from auth_service.db.session import Database
 from auth_service.errors import InvalidRequestError, NotFoundError
+
+if TYPE_CHECKING:
+    from auth_service.services.audit import Audit
 
 SECRET_PURPOSE = "webhook-secret"  # noqa: S105  (an envelope purpose, not a secret)
 MAX_ENDPOINTS = 20
@@ -48,16 +54,47 @@ class NewEndpoint:
     secret: str  # shown once
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.?)*")
+
+
 def check_url(url: str, *, production: bool) -> str:
-    """An absolute http(s) URL without credentials; https only in production."""
-    parts = urlsplit(url)
-    if len(url) > 2048 or parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidRequestError("url: an absolute https URL of at most 2048 characters")
+    """An absolute http(s) URL without credentials, of a well-formed host and port; in
+    production https only, and never an internal address (loopback, private, link-local
+    such as the cloud metadata address, or ``localhost``): ``internal_address``."""
+    bad = InvalidRequestError("url: an absolute https URL of at most 2048 characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise bad from None
+    host = parts.hostname
+    if len(url) > 2048 or parts.scheme not in ("https", "http") or not host:
+        raise bad
+    if port == 0 or (not _HOST_NAME.fullmatch(host) and _ip(host) is None):
+        raise bad
     if parts.username is not None or parts.password is not None:
         raise InvalidRequestError("url: no credentials in the URL")
     if production and parts.scheme != "https":
         raise InvalidRequestError("url: https is required in production")
+    if production and internal_address(host):
+        raise InvalidRequestError("url: an internal address is refused in production")
     return url
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def internal_address(host: str) -> bool:
+    """Whether ``host`` (a name or an address literal) is not a public internet address."""
+    lowered = host.lower().rstrip(".")
+    if lowered == "localhost" or lowered.endswith(".localhost"):
+        return True
+    address = _ip(host)
+    return address is not None and not address.is_global
 
 
 def sealer(secret: str | Sequence[str]) -> Envelope:
@@ -100,8 +137,11 @@ class Outbox:
 class Webhooks:
     """The operators' endpoint registry."""
 
-    def __init__(self, db: Database, envelope: Envelope, clock: Clock, *, production: bool):
+    def __init__(
+        self, db: Database, envelope: Envelope, clock: Clock, audit: Audit, *, production: bool
+    ):
         self._db = db
+        self._audit = audit
         self._envelope = envelope
         self._clock = clock
         self._production = production
@@ -130,6 +170,12 @@ class Webhooks:
             if len(live.all()) >= MAX_ENDPOINTS:
                 raise InvalidRequestError(f"at most {MAX_ENDPOINTS} webhook endpoints")
             db.add(endpoint)
+            await self._audit.record(  # a new receiver of security events: an admin action
+                db,
+                "admin.webhook_created",
+                subject=str(endpoint.id),
+                details={"url": endpoint.url, "event_types": types},
+            )
         return NewEndpoint(endpoint, secret)
 
     async def active(self) -> list[WebhookEndpoint]:
@@ -159,6 +205,7 @@ class Webhooks:
                 .values(gave_up_at=now, last_error="endpoint deleted")
                 .execution_options(synchronize_session=False)
             )
+            await self._audit.record(db, "admin.webhook_deleted", subject=str(endpoint_id))
 
     async def deliveries(self, endpoint_id: uuid.UUID) -> list[WebhookDelivery]:
         query = (

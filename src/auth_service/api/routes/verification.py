@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from auth_service.api.deps import ClientIpDep, VerificationDep
 from auth_service.api.routing import JsonRoute
 from auth_service.api.schemas.auth import RegistrationAccepted
-from auth_service.api.schemas.common import error_responses
+from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.errors import ErrorCode as E
 
 router = APIRouter(prefix="/auth/verify-email", tags=["users and sessions"], route_class=JsonRoute)
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/auth/verify-email", tags=["users and sessions"], rou
 
 class VerifyEmailRequest(BaseModel):
     token: str = Field(max_length=256)
+    password: str = Field(max_length=4096, description="The password chosen at registration.")
 
 
 class ResendRequest(BaseModel):
@@ -26,12 +27,21 @@ class ResendRequest(BaseModel):
     "",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(400, 422, 503, s400=(E.INVALID_VERIFICATION_TOKEN,)),
+    responses=error_responses(
+        400,
+        401,
+        422,
+        429,
+        503,
+        s400=(E.INVALID_VERIFICATION_TOKEN,),
+        s401=(E.INVALID_CREDENTIALS,),
+        s503=HASHING_503,
+    ),
 )
 async def verify_email(body: VerifyEmailRequest, verification: VerificationDep) -> Response:
-    """The token from the verification mail: the address is verified (the account can log
-    in); every other outstanding link of the account is used up."""
-    await verification.verify(body.token)
+    """The token from the verification mail and the account's password: the address is
+    verified (the account can log in); every other outstanding link is used up."""
+    await verification.verify(body.token, body.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
