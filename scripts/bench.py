@@ -341,7 +341,20 @@ def report(
         ceiling = results["a"].requests_per_second
         print("| scenario | req/s | ratio to (a) | p50 ms | p99 ms | errors | notes |")
         print("|---|---:|---:|---:|---:|---:|---|")
-        order = ["a", "jwks", "jwks304", "b", "m", "p", "g", "h", "b-cold", "b-cold-store", "c", "d"]
+        order = [
+            "a",
+            "jwks",
+            "jwks304",
+            "b",
+            "m",
+            "p",
+            "g",
+            "h",
+            "b-cold",
+            "b-cold-store",
+            "c",
+            "d",
+        ]
         order.append("e")
         for r in (results[key] for key in [*order, "b-under-e"]):
             print(
