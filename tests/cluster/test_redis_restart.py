@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from auth_service.settings import Settings
 from tests.support.cluster import free_port
 from tests.support.http import client_headers, register_and_login
 from tests.support.service import Service, started
+from tests.support.validation_load import validating
 
 SERVER = "/usr/bin/redis-server"
 
@@ -69,27 +69,13 @@ async def test_a_restart_under_load_accepts_no_revoked_token(
     revoked = (await register_and_login(service, "gone@example.com")).pair["access_token"]
     out = await service.client.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
     assert out.status_code == 204
-    seen: Counter[str] = Counter()
-    running = True
-
-    async def load(token: str, name: str) -> None:
-        while running:
-            answer = await service.client.post("/validate", json={"token": token}, headers=headers)
-            if answer.status_code != 200:
-                seen[f"{name}:{answer.status_code}"] += 1
-            else:
-                seen[f"{name}:{'valid' if answer.json()['valid'] else 'refused'}"] += 1
-            await asyncio.sleep(0.01)
-
-    tasks = [asyncio.create_task(load(live, "live")), asyncio.create_task(load(revoked, "gone"))]
-    await asyncio.sleep(0.5)
-    processes[0].kill()
-    processes[0].wait(timeout=10)
-    await asyncio.sleep(1.5)  # down: answered from the mirror
-    processes.append(await asyncio.to_thread(_start, port, tmp_path))  # back, and empty
-    await asyncio.sleep(3.0)  # reconnect, rebuild the index from the database, resync
-    running = False
-    await asyncio.gather(*tasks)
+    async with validating(service, headers, {"live": live, "gone": revoked}) as seen:
+        await asyncio.sleep(0.5)
+        processes[0].kill()
+        processes[0].wait(timeout=10)
+        await asyncio.sleep(1.5)  # down: answered from the mirror
+        processes.append(await asyncio.to_thread(_start, port, tmp_path))  # back, and empty
+        await asyncio.sleep(3.0)  # reconnect, rebuild the index from the database, resync
     assert seen["gone:valid"] == 0, seen
     assert seen["live:valid"] > 50 and seen["gone:refused"] > 50, seen
     assert not [key for key in seen if key.endswith(":503")], seen

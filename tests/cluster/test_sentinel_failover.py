@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from auth_service.settings import Settings
 from tests.support.cluster import free_port
 from tests.support.http import client_headers, register_and_login
 from tests.support.service import Service, started
+from tests.support.validation_load import validating
 
 SERVER = "/usr/bin/redis-server"
 SERVICE = "mymaster"
@@ -104,28 +104,14 @@ async def test_a_failover_under_load_accepts_no_revoked_token(
     out = await service.client.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
     assert out.status_code == 204
     assert redis.Redis(port=master_port).wait(1, 2000) == 1  # the replica has the revocation
-    seen: Counter[str] = Counter()
-    running = True
-
-    async def load(token: str, name: str) -> None:
-        while running:
-            answer = await service.client.post("/validate", json={"token": token}, headers=headers)
-            if answer.status_code != 200:
-                seen[f"{name}:{answer.status_code}"] += 1
-            else:
-                seen[f"{name}:{'valid' if answer.json()['valid'] else 'refused'}"] += 1
-            await asyncio.sleep(0.01)
-
-    tasks = [asyncio.create_task(load(live, "live")), asyncio.create_task(load(revoked, "gone"))]
-    await asyncio.sleep(0.5)
-    master.kill()  # no goodbye: the sentinel notices after 800 ms and promotes the replica
-    master.wait(timeout=10)
-    await asyncio.to_thread(
-        _wait, lambda: redis.Redis(port=replica_port).info("replication")["role"] == "master"
-    )
-    await asyncio.sleep(2.0)  # the service reconnects to the new master meanwhile
-    running = False
-    await asyncio.gather(*tasks)
+    async with validating(service, headers, {"live": live, "gone": revoked}) as seen:
+        await asyncio.sleep(0.5)
+        master.kill()  # no goodbye: the sentinel notices after 800 ms and promotes the replica
+        master.wait(timeout=10)
+        await asyncio.to_thread(
+            _wait, lambda: redis.Redis(port=replica_port).info("replication")["role"] == "master"
+        )
+        await asyncio.sleep(2.0)  # the service reconnects to the new master meanwhile
     assert seen["gone:valid"] == 0, seen
     assert seen["live:valid"] > 50 and seen["gone:refused"] > 50, seen
     assert not [key for key in seen if key.endswith(":503")], seen  # it kept answering

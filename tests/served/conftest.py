@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,22 +21,25 @@ def environment(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[st
     return env
 
 
-@pytest.fixture
-def served(environment: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    subprocess.run([BIN, "migrate"], env=environment, check=True, capture_output=True, cwd=tmp_path)
+@contextlib.contextmanager
+def serving(
+    environment: dict[str, str], cwd: Path, *extra: str, ready_seconds: float = 30
+) -> Iterator[tuple[str, Path]]:
+    """``auth-service serve`` (with ``extra`` arguments) on a free port until ready; yields
+    (base URL, log file) and stops it afterwards."""
     port = free_port()
-    log = tmp_path / "serve.log"
+    log = cwd / "serve.log"
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [BIN, "serve", "--port", str(port)],
+            [BIN, "serve", "--port", str(port), *extra],
             env=environment,
             stdout=sink,
             stderr=sink,
-            cwd=tmp_path,
+            cwd=cwd,
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + ready_seconds
         while time.monotonic() < deadline:
             assert process.poll() is None, log.read_text()
             try:
@@ -49,7 +53,14 @@ def served(environment: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, P
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def served(environment: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    subprocess.run([BIN, "migrate"], env=environment, check=True, capture_output=True, cwd=tmp_path)
+    with serving(environment, tmp_path) as running:
+        yield running
