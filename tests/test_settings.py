@@ -132,6 +132,8 @@ def test_each_new_refusal_names_its_setting_and_why() -> None:
         ),
         ({"password_reset_url": "http://app.example.com/r"}, "AUTH_PASSWORD_RESET_URL is not"),
         ({"invitation_url": "http://app.example.com/i"}, "AUTH_INVITATION_URL is not"),
+        ({"key_decryption_secrets": "short"}, "AUTH_KEY_DECRYPTION_SECRETS holds a weak"),
+        ({"metrics_token": "t" * 20}, "AUTH_METRICS_TOKEN is shorter"),
         (
             {"email_verification_url": "http://app.example.com/v"},
             "AUTH_EMAIL_VERIFICATION_URL is not",

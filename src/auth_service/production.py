@@ -49,6 +49,11 @@ def production_problems(settings: Settings) -> list[str]:
     weakness = secret_weakness(secret)
     if weakness:
         problems.append(weakness)
+    extra = settings.key_decryption_secrets
+    for other in extra.get_secret_value().split(",") if extra is not None else []:
+        if other.strip() and secret_weakness(other.strip()):
+            problems.append("AUTH_KEY_DECRYPTION_SECRETS holds a weak secret")
+            break
     token = settings.metrics_token
     if token is not None and len(token.get_secret_value()) < 32:
         problems.append("AUTH_METRICS_TOKEN is shorter than 32 characters")

@@ -32,6 +32,10 @@ from tests.support.service import started
         "http://127.0.0.1:99999/x",
         "http://127.0.0.1:0/x",
         "http://bad_host!.example/x",
+        "https://a..b/hook",  # an empty label: getaddrinfo raised UnicodeError, never recorded
+        "https://a.../",
+        "https://" + "a" * 300 + ".com/",
+        "https://-a.example/",
     ],
 )
 def test_a_malformed_url_is_422_never_500(url: str) -> None:
@@ -49,6 +53,11 @@ def test_a_malformed_url_is_422_never_500(url: str) -> None:
         "https://[fd00::1]/x",
         "https://localhost/x",
         "https://hooks.localhost/x",
+        "https://[64:ff9b::a9fe:a9fe]/x",  # NAT64 of 169.254.169.254
+        "https://[2002:7f00:1::]/x",  # 6to4 of 127.0.0.1
+        "https://[::127.0.0.1]/x",  # IPv4-compatible
+        "https://[::ffff:10.0.0.1]/x",
+        "https://192.0.0.8/x",
     ],
 )
 def test_production_refuses_internal_addresses(url: str) -> None:
@@ -152,3 +161,42 @@ async def test_a_slow_or_endless_receiver_holds_nothing(
     drip = rows["drip.test"]
     assert drip.delivered_at is None and drip.last_error == "no answer within 0.5 s"
     assert drip.next_attempt_at < clock.now() + webhook_sender.LEASE  # retried on back-off
+
+
+async def test_an_unexpected_failure_of_one_post_is_recorded_and_backs_off(
+    make_container: Callable[..., Container],
+    make_settings: Callable[..., Settings],
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the attacker review: an exception other than a timeout escaped the post, so
+    the attempt was never recorded and the delivery was claimed again forever."""
+    settings = make_settings(webhook_poll_seconds=60)
+    async with started(make_container(settings)) as service:
+        admin = await admin_headers(service)
+        created = await service.client.post(
+            "/admin/webhooks",
+            json={"url": "http://ok.test/hook", "event_types": ["user.disabled"]},
+            headers=admin,
+        )
+        victim = await register_and_login(service, "victim@example.com")
+        await service.client.post(f"/admin/users/{victim.user_id}/disable", headers=admin)
+        sender = WebhookSender(
+            service.container.db,
+            sealer(settings.secret_values()),
+            clock,
+            production=True,
+            poll_seconds=1,
+        )
+
+        async def broken(*_args: object) -> tuple[int | None, str]:
+            raise UnicodeError("label empty or too long")
+
+        monkeypatch.setattr(sender, "_post", broken)
+        async with httpx.AsyncClient() as http:
+            assert await sender.send_due(http) == 1  # no exception out of the round
+        import uuid
+
+        [row] = await service.container.webhooks.deliveries(uuid.UUID(created.json()["id"]))
+    assert row.attempts == 1 and row.last_error == "not sent: UnicodeError"
+    assert row.delivered_at is None and row.next_attempt_at > clock.now()

@@ -61,8 +61,8 @@ async def _resolves_internally(url: str) -> bool:
     host = parts.hostname or ""
     try:
         infos = await asyncio.to_thread(socket.getaddrinfo, host, parts.port or 443)
-    except OSError:
-        return False  # the post fails on its own, and is retried
+    except (OSError, UnicodeError, ValueError):
+        return False  # the post fails on its own, and is recorded and retried
     return any(internal_address(str(info[4][0])) for info in infos)
 
 
@@ -91,7 +91,10 @@ class WebhookSender:
     async def run(self) -> None:
         """Until cancelled; a failure of one round is logged and the next round runs."""
         async with httpx.AsyncClient(
-            timeout=_TIMEOUT, follow_redirects=False, transport=self._transport
+            timeout=_TIMEOUT,
+            follow_redirects=False,
+            trust_env=False,  # no proxy or netrc from the environment for security events
+            transport=self._transport,
         ) as http:
             while True:
                 try:
@@ -104,7 +107,12 @@ class WebhookSender:
 
     async def send_due(self, http: httpx.AsyncClient) -> int:
         claimed = await self._claim()
-        await asyncio.gather(*(self._deliver(http, delivery) for delivery in claimed))
+        outcomes = await asyncio.gather(
+            *(self._deliver(http, delivery) for delivery in claimed), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                log.error("a webhook delivery failed unexpectedly: %s", type(outcome).__name__)
         return len(claimed)
 
     async def _deliver(self, http: httpx.AsyncClient, delivery: _Claimed) -> None:
@@ -113,6 +121,8 @@ class WebhookSender:
                 status, error = await self._post(http, delivery)
         except TimeoutError:
             status, error = None, f"no answer within {DEADLINE:g} s"
+        except Exception as exc:  # recorded (so it backs off and is given up), never looping
+            status, error = None, f"not sent: {type(exc).__name__}"
         await self._record(delivery, status, error)
 
     async def _claim(self) -> list[_Claimed]:

@@ -54,7 +54,11 @@ class NewEndpoint:
     secret: str  # shown once
 
 
-_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.?)*")
+# Labels of 1-63 letters, digits and inner hyphens, dot-separated, an optional final dot.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+)
 
 
 def check_url(url: str, *, production: bool) -> str:
@@ -81,6 +85,10 @@ def check_url(url: str, *, production: bool) -> str:
     return url
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SPECIAL_V4 = ipaddress.IPv4Network("192.0.0.0/24")  # IETF protocol assignments
+
+
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -94,7 +102,20 @@ def internal_address(host: str) -> bool:
     if lowered == "localhost" or lowered.endswith(".localhost"):
         return True
     address = _ip(host)
-    return address is not None and not address.is_global
+    if address is None:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address carried inside IPv6 (mapped, 6to4, Teredo, NAT64) is judged as IPv4.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address.teredo is not None:
+            embedded = address.teredo[1]
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is None and int(address) >> 32 == 0:  # IPv4-compatible ::a.b.c.d
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return not embedded.is_global or embedded in _SPECIAL_V4
+    return not address.is_global or address in _SPECIAL_V4
 
 
 def sealer(secret: str | Sequence[str]) -> Envelope:
