@@ -31,12 +31,12 @@ def _start(port: int, work: Path) -> subprocess.Popen[bytes]:
         cwd=work,
         stdout=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        with contextlib.suppress(redis.RedisError):
-            if client.ping():
-                return process
-        time.sleep(0.05)
+    with redis.Redis(port=port) as client:
+        for _ in range(100):
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    return process
+            time.sleep(0.05)
     raise AssertionError("redis-server did not start")
 
 
@@ -80,7 +80,8 @@ async def test_a_restart_under_load_accepts_no_revoked_token(
     assert seen["live:valid"] > 50 and seen["gone:refused"] > 50, seen
     assert not [key for key in seen if key.endswith(":503")], seen
     # The empty store was rebuilt: the old revocation is in it again; a new one works.
-    assert redis.Redis(port=port).keys("*revoked:sid:*"), "the index was not rebuilt"
+    with redis.Redis(port=port) as client:
+        assert client.keys("*revoked:sid:*"), "the index was not rebuilt"
     bye = await service.client.post("/auth/logout", headers={"Authorization": f"Bearer {live}"})
     assert bye.status_code == 204, bye.text
     verdict = await service.client.post("/validate", json={"token": live}, headers=headers)

@@ -55,17 +55,25 @@ def redis_trio(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, 
         f"sentinel failover-timeout {SERVICE} 4000\n"
     )
     try:
-        _wait(
-            lambda: redis.Redis(port=replica_port).info("replication")["master_link_status"] == "up"
-        )
+        _wait(lambda: _link(replica_port) == "up")
         processes.append(subprocess.Popen([SERVER, str(config), "--sentinel"], cwd=work))
-        sentinel = redis.Redis(port=sentinel_port)
-        _wait(lambda: len(sentinel.sentinel_slaves(SERVICE)) == 1)
+        with redis.Redis(port=sentinel_port) as sentinel:
+            _wait(lambda: len(sentinel.sentinel_slaves(SERVICE)) == 1)
         yield processes[0], master_port, replica_port, sentinel_port
     finally:
         for process in processes:
             process.kill()
             process.wait(timeout=10)
+
+
+def _role(port: int) -> str:
+    with redis.Redis(port=port) as client:
+        return str(client.info("replication")["role"])
+
+
+def _link(port: int) -> str:
+    with redis.Redis(port=port) as client:
+        return str(client.info("replication").get("master_link_status"))
 
 
 def _wait(check: Callable[[], bool], seconds: float = 20) -> None:
@@ -103,14 +111,13 @@ async def test_a_failover_under_load_accepts_no_revoked_token(
     revoked = (await register_and_login(service, "gone@example.com")).pair["access_token"]
     out = await service.client.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
     assert out.status_code == 204
-    assert redis.Redis(port=master_port).wait(1, 2000) == 1  # the replica has the revocation
+    with redis.Redis(port=master_port) as master_client:
+        assert master_client.wait(1, 2000) == 1  # the replica has the revocation
     async with validating(service, headers, {"live": live, "gone": revoked}) as seen:
         await asyncio.sleep(0.5)
         master.kill()  # no goodbye: the sentinel notices after 800 ms and promotes the replica
         master.wait(timeout=10)
-        await asyncio.to_thread(
-            _wait, lambda: redis.Redis(port=replica_port).info("replication")["role"] == "master"
-        )
+        await asyncio.to_thread(_wait, lambda: _role(replica_port) == "master")
         await asyncio.sleep(2.0)  # the service reconnects to the new master meanwhile
     assert seen["gone:valid"] == 0, seen
     assert seen["live:valid"] > 50 and seen["gone:refused"] > 50, seen
@@ -120,5 +127,6 @@ async def test_a_failover_under_load_accepts_no_revoked_token(
     assert bye.status_code == 204, bye.text
     verdict = await service.client.post("/validate", json={"token": live}, headers=headers)
     assert verdict.json()["valid"] is False
-    keys = redis.Redis(port=replica_port, decode_responses=True).keys("*revoked:sid:*")
+    with redis.Redis(port=replica_port) as replica:
+        keys = replica.keys("*revoked:sid:*")
     assert len(keys) >= 2

@@ -84,6 +84,7 @@ class RedisStore:
         self._client = client
         self._prefix = prefix
         self._closed = False
+        self._sentinels: list[Redis] = []  # the clients asking the sentinels, if any
         self._hit_script = client.register_script(_HIT_SCRIPT)
         self._release_script = client.register_script(_RELEASE_SCRIPT)
         self._extend_script = client.register_script(_EXTEND_SCRIPT)
@@ -154,7 +155,9 @@ class RedisStore:
             max_connections=max_connections,
             **options,
         )
-        return cls(client, prefix)
+        store = cls(client, prefix)
+        store._sentinels = list(sentinel.sentinels)
+        return store
 
     # -- internals ---------------------------------------------------------------------
 
@@ -329,3 +332,7 @@ class RedisStore:
         self._closed = True
         with _unavailable("close"):
             await self._client.aclose()
+            # A pool handed to the client (Sentinel's master_for) is not closed with it.
+            await self._client.connection_pool.disconnect()
+            for sentinel in self._sentinels:
+                await sentinel.aclose()
