@@ -215,3 +215,26 @@ async def test_the_audit_log_records_who_invited_whom(service: Service, mail_fil
     assert by_type["invitation.accepted"]["subject"] == user["id"]
     assert by_type["invitation.accepted"]["details"] == {"invitation": created["id"]}
     assert token not in str(audit)
+
+
+async def test_an_invitation_dies_with_its_inviters_admin_rights(
+    service: Service, mail_file: Path
+) -> None:
+    """Authorisation reads current state: an admin disabled or demoted (say, a compromised
+    one) leaves behind no invitation that still works, admin roles least of all."""
+    first = await admin(service, "first@example.com")
+    await admin(service, "second@example.com")
+    _, disabled_token = await invite(service, first, mail_file, "mallory@example.com", ["admin"])
+    _, demoted_token = await invite(service, first, mail_file, "trudy@example.com", ["admin"])
+    inviter = await service.container.accounts.get_by_email("first@example.com")
+    assert inviter is not None
+    await service.container.admin_users.set_roles(inviter.id, [])
+    assert_error(
+        await register(service, "trudy@example.com", demoted_token), 400, "invalid_invitation"
+    )
+    await service.container.accounts.set_disabled(inviter.id, True)
+    assert_error(
+        await register(service, "mallory@example.com", disabled_token), 400, "invalid_invitation"
+    )
+    users = await raw_rows(service.container, "SELECT email FROM users WHERE email LIKE 'mallory%'")
+    assert users == []

@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.clock import Clock
 from auth_service.crypto.passwords import hash_opaque
-from auth_service.db.models import Invitation
+from auth_service.db.models import Invitation, User
 from auth_service.db.session import Database
 from auth_service.errors import EmailTakenError, NotFoundError
 from auth_service.services.accounts import find_by_email, normalize_email
 from auth_service.services.admin_users import clean_roles
+from auth_service.services.admins import ADMIN_ROLE
 from auth_service.services.audit import Audit
 from auth_service.services.mail import Mailer, MailMessage, send_quietly
 
@@ -120,7 +121,12 @@ class Invitations:
 
     async def consume(self, db: AsyncSession, invitation: Invitation, user_id: uuid.UUID) -> bool:
         """Use the invitation up for ``user_id`` in the caller's transaction; False if another
-        registration (or a revoke) got there first, or it expired meanwhile."""
+        registration (or a revoke) got there first, it expired meanwhile, or its inviter is no
+        longer an enabled admin (authorisation reads current state: a disabled or demoted
+        admin's invitations die with their rights)."""
+        inviter = await db.get(User, invitation.invited_by) if invitation.invited_by else None
+        if inviter is None or inviter.disabled or ADMIN_ROLE not in inviter.roles:
+            return False
         now = self._clock.now()
         result = await db.execute(
             update(Invitation)
