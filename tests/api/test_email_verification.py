@@ -263,3 +263,21 @@ async def test_with_verification_off_register_answers_201_and_409(
         assert (await register(running, "alice@example.com")).status_code == 201
         assert_error(await register(running, "Alice@example.com"), 409, "email_taken")
         assert (await login(running, "alice@example.com")).status_code == 200
+
+
+async def test_guessing_the_password_behind_a_link_is_limited(
+    make_container: Callable[..., Container], verifying: Settings, mail_file: Path
+) -> None:
+    settings = verifying.model_copy(update={"login_account_failure_limit": 3})
+    async with started(make_container(settings)) as service:
+        await register(service, "Alice@Example.com")
+        token = link_token(mails(mail_file)[-1])
+        for _ in range(3):
+            assert_error(
+                await verify(service, token, "a wrong guess!!"), 401, "invalid_credentials"
+            )
+        assert_error(await verify(service, token, PASSWORD), 429, "rate_limited")
+        # The same budget as logins to the account, however the address is spelled.
+        assert_error(
+            await login(service, "ALICE@example.com", "another guess"), 429, "rate_limited"
+        )

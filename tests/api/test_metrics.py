@@ -143,3 +143,22 @@ async def test_a_bad_network_in_the_allow_list_is_refused_at_start(
 ) -> None:
     with pytest.raises(ValueError, match="IP network"):
         make_settings(metrics_allow=["not-a-network"])
+
+
+async def test_a_forwarded_for_header_lets_no_outsider_in(
+    make_container: Callable[..., Container], make_settings: Callable[..., Settings]
+) -> None:
+    """The allow-list judges the client IP as every limit resolves it: a header from an
+    untrusted peer is ignored, and behind our proxy only the hop it appended counts."""
+    settings = make_settings(metrics_allow=["127.0.0.1/32"], trusted_proxies=["10.0.0.1"])
+    async with started(make_container(settings)) as service:
+        cases = [
+            (("203.0.113.9", 1), "127.0.0.1", 403),  # an outsider claiming loopback
+            (("10.0.0.1", 1), "127.0.0.1, 203.0.113.9", 403),  # prepended by the client
+            (("10.0.0.1", 1), "127.0.0.1", 200),  # our proxy forwarding a loopback client
+        ]
+        for peer, forwarded, expected in cases:
+            transport = httpx.ASGITransport(app=service.app, client=peer)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                answer = await client.get("/metrics", headers={"X-Forwarded-For": forwarded})
+            assert answer.status_code == expected, (peer, forwarded, answer.text)
