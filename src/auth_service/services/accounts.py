@@ -294,10 +294,14 @@ async def find_by_email(db: AsyncSession, address: str) -> User | None:
     return (await db.execute(select(User).where(User.email == address))).scalar_one_or_none()
 
 
+def is_email_conflict(exc: IntegrityError) -> bool:
+    """Whether the violated constraint is the unique email index (Postgres or SQLite text)."""
+    return "email" in str(exc.orig).lower()
+
+
 def raise_if_email_conflict(exc: IntegrityError) -> None:
-    """``EmailTakenError`` if the violated constraint is the unique email index (Postgres or
-    SQLite text); otherwise return (the caller re-raises)."""
-    if "email" in str(exc.orig).lower():
+    """``EmailTakenError`` if ``is_email_conflict``; otherwise return (the caller re-raises)."""
+    if is_email_conflict(exc):
         raise EmailTakenError() from None
 
 
@@ -307,6 +311,7 @@ __all__ = [
     "AccountRules",
     "Accounts",
     "find_by_email",
+    "is_email_conflict",
     "normalize_email",
     "raise_if_email_conflict",
     "try_normalize_email",

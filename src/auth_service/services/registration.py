@@ -27,6 +27,7 @@ from auth_service.errors import EmailTakenError, InvalidInvitationError
 from auth_service.services.accounts import (
     Accounts,
     find_by_email,
+    is_email_conflict,
     normalize_email,
     raise_if_email_conflict,
 )
@@ -126,6 +127,6 @@ class Registrations:
                 return Pending(verification.link_mail(address, verification.issue(db, user.id)))
         except IntegrityError as exc:
             # A concurrent registration inserted the address first: its mail is on its way.
-            if "email" in str(exc.orig).lower():
+            if is_email_conflict(exc):
                 return Pending(None)
             raise
