@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from auth_service import __version__
+from auth_service.access_log import AccessLog, access_log_enabled
 from auth_service.api.browser import BrowserMode
 from auth_service.api.cors import AllowListCORSMiddleware
 from auth_service.api.docs import DOCS_PATH, OPENAPI_PATH, install_docs
@@ -48,6 +49,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     if settings is None:
         settings = container.settings if container is not None else Settings()
     resolved_settings = settings
+    access_log = (
+        AccessLog(json_lines=settings.log_format == "json")
+        if access_log_enabled(settings.access_log)
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,8 +66,12 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             app.state.container = started
             app.state.browser = BrowserMode(started.settings)
             feed = started.feed
-            with on_exit_signal(feed.shut_down if feed is not None else _nothing):
-                yield
+            try:
+                with on_exit_signal(feed.shut_down if feed is not None else _nothing):
+                    yield
+            finally:
+                if access_log is not None:
+                    access_log.flush()
 
     app = FastAPI(
         title="auth-service",
@@ -73,6 +83,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         docs_url=None,  # ours, with its own Content-Security-Policy (api/docs.py)
         redoc_url=None,
     )
+    app.state.access_log = access_log
     install_error_handlers(app)
     install_openapi(app)
     policies = {DOCS_PATH: install_docs(app)} if settings.docs_served else {}
@@ -87,6 +98,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         security=security,
         trusted_proxies=frozenset(settings.trusted_proxies),
         recorder=RequestRecorder() if settings.metrics_enabled else None,
+        access_log=access_log,
     )
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)

@@ -81,6 +81,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
+        access_log=False,  # the service writes its own (auth_service/access_log.py)
         log_level=args.log_level,
         # One configuration for uvicorn's lines and ours, in every worker.
         log_config=logging_config(settings.log_level, json_lines=settings.log_format == "json"),

@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     event_heartbeat_seconds: float = Field(15, gt=0, le=300)
     client_auth_cache_seconds: int = Field(30, ge=0, le=300)
     log_format: Literal["text", "json"] = "text"
+    access_log: bool = True  # one line a request (auth_service/access_log.py), at INFO
     # GET /metrics (Prometheus): served to these networks, or with this bearer token.
     metrics_enabled: bool = True
     metrics_allow: CommaList = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])

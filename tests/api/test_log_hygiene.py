@@ -17,6 +17,7 @@ import re
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -88,6 +89,24 @@ class Capture(logging.Handler):
                 undated=[message, text[24:], json.dumps(undated_json), extra],
             )
         )
+
+
+class StderrLines:
+    """The access log's sink (stderr when served): each line written becomes a captured line."""
+
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            undated = line[24:]
+            if line.startswith("{"):
+                undated = json.dumps({k: v for k, v in json.loads(line).items() if k != "at"})
+            self.capture.lines.append(Line("auth_service.access", "INFO", [line], [undated]))
+        return len(text)
+
+    def flush(self) -> None:
+        return None
 
 
 @pytest.fixture
@@ -412,6 +431,7 @@ async def verification_flows(service: Service, mail_file: Path, secrets: Secrets
 def verifying(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings(
         mail_backend="log",
+        log_format="json",  # its access lines as JSON (the first service's are text)
         require_email_verification=True,
         email_verification_url=VERIFY_URL,
         password_reset_url=RESET_URL,
@@ -432,6 +452,7 @@ async def service(
         email_verification_url=VERIFY_URL,
     )
     async with started(make_container(settings)) as running:
+        running.app.state.access_log.sink = partial(StderrLines, capture)
         yield running
 
 
@@ -472,13 +493,17 @@ async def test_no_log_line_holds_a_secret_an_address_or_a_link(
     await client_flows(service, ids["admin"], ids["alice"], secrets)
     await admin_flows(service, ids, mail_file, secrets)
     async with started(make_container(verifying)) as second:
+        second.app.state.access_log.sink = partial(StderrLines, capture)
         await verification_flows(second, mail_file, secrets)
+    service.app.state.access_log.flush()
 
     mail_lines = [line for line in capture.lines if line.logger == "auth_service.mail"]
     sent = mails(mail_file)
     assert len(sent) >= 6 and len(mail_lines) >= len(sent), (len(sent), len(mail_lines))
     assert all("[redacted]" in line.texts[0] for line in mail_lines if "token=" in line.texts[0])
     assert len(capture.lines) > len(mail_lines)  # more than the mail lines were seen
+    access = [line for line in capture.lines if line.logger == "auth_service.access"]
+    assert len(access) > 50 and any(line.texts[0].startswith("{") for line in access)
 
     found = leaks(capture.lines, secrets)
     # The database drivers print each statement's parameters at DEBUG: logs.py keeps them

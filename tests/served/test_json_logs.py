@@ -1,5 +1,5 @@
 """``AUTH_LOG_FORMAT=json`` on a served process: every line on stderr, uvicorn's start-up
-and access lines included, is one JSON object; a request's lines carry its id."""
+lines and the access lines included, is one JSON object; a request's lines carry its id."""
 
 from __future__ import annotations
 
@@ -35,11 +35,12 @@ def test_every_line_is_json_and_a_request_s_lines_carry_its_id(
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     entries = [json.loads(line) for line in lines]  # raises on any line that is not JSON
     loggers = {entry["logger"] for entry in entries}
-    assert {"uvicorn.error", "uvicorn.access"} <= loggers, loggers
+    assert {"uvicorn.error", "auth_service.access"} <= loggers, loggers
+    assert "uvicorn.access" not in loggers  # the service's own access line replaces uvicorn's
     assert any("Application startup complete" in entry["message"] for entry in entries)
-    access = [entry for entry in entries if entry["logger"] == "uvicorn.access"]
+    access = [entry for entry in entries if entry["logger"] == "auth_service.access"]
     traced = [entry for entry in access if entry.get("request_id") == "trace-42.a_b"]
-    assert traced and traced[0]["path"] == "/health/live" and traced[0]["status"] == 200
+    assert traced and traced[0]["route"] == "/health/live" and traced[0]["status"] == 200
     mine = [entry for entry in access if entry.get("request_id") == rid]
-    assert mine and mine[0]["path"] == "/admin/users" and mine[0]["status"] == 401
+    assert mine and mine[0]["route"] == "/admin/users" and mine[0]["status"] == 401
     assert "alice" not in log.read_text()  # the query string is never logged

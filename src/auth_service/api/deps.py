@@ -159,7 +159,9 @@ async def authenticate_client(
     if credentials is None:
         raise InvalidClientError("Client authentication (HTTP Basic) is required.")
     ip = await get_client_ip(request, container.settings)
-    return await container.clients.authenticate(*credentials, ip)
+    client_id = await container.clients.authenticate(*credentials, ip)
+    request.state.client_id = client_id  # for the access line
+    return client_id
 
 
 async def get_client_id(request: Request, container: ContainerDep) -> str:

@@ -12,6 +12,7 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from auth_service.access_log import AccessLog
 from auth_service.metrics import RequestRecorder
 from auth_service.request_context import RequestContext, enter_request, leave_request
 
@@ -97,9 +98,11 @@ class RequestContextMiddleware:
         security: SecurityHeaders | None = None,
         trusted_proxies: frozenset[str] = frozenset(),
         recorder: RequestRecorder | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.recorder = recorder  # the metrics (None: AUTH_METRICS_ENABLED=false)
+        self.access_log = access_log  # None: AUTH_ACCESS_LOG=false, or INFO is off
         self.max_body_bytes = max_body_bytes
         self.trusted_proxies = trusted_proxies
         self.security = security or SecurityHeaders(hsts=False)
@@ -110,14 +113,20 @@ class RequestContextMiddleware:
             return
         started = perf_counter()
         status = [500]
-        try:
-            await self._serve(scope, receive, send, status)
-        finally:
-            if self.recorder is not None:
-                self.recorder.record(scope, status[0], perf_counter() - started)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, status: list[int]) -> None:
         request_id = self._request_id(scope)
+        try:
+            await self._serve(scope, receive, send, status, request_id)
+        finally:
+            seconds = perf_counter() - started
+            if self.recorder is not None:
+                self.recorder.record(scope, status[0], seconds)
+            if self.access_log is not None:
+                client = self._client_ip(scope)
+                self.access_log.record(scope, status[0], seconds, request_id, client)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, status: list[int], request_id: str
+    ) -> None:
         scope.setdefault("state", {})["request_id"] = request_id
         entered = enter_request(RequestContext(request_id, partial(self._client_ip, scope)))
         header = (b"x-request-id", request_id.encode())
