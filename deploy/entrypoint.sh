@@ -4,7 +4,7 @@
 # `auth-service migrate` and `migrate` both run the migrations.
 set -eu
 if [ "$#" -eq 0 ]; then
-    exec auth-service serve --host 0.0.0.0 --port 8000 --workers "${AUTH_WORKERS:-1}"
+    exec auth-service serve --host 0.0.0.0 --port 8000 --workers "${AUTH_WORKERS:-1}"  # or auto
 fi
 if [ "$1" = "auth-service" ]; then
     shift

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 import client_bench
 import flood
 from benchkit import (
+    BARE_APP,
     BIN,
     WRK_CPU,
     Result,
@@ -49,15 +49,15 @@ from benchkit import (
     Wrk,
     admin,
     argon2_hash_seconds,
-    can_pin,
     drop_redis_prefix,
     hash_parameters,
-    machine,
     median_of,
     run_wrk,
 )
+from hotpaths import WORKER_CONNECTIONS, run_workers
+from printout import report
 from scenarios import check_validation, make_fixtures, server_etag, write_lines
-from targets import BATCH, SERVER_CORES, verdicts
+from targets import BATCH, SERVER_CORES
 
 PG_ADMIN = os.environ.get(
     "AUTH_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -92,7 +92,6 @@ def service_env(database_url: str, prefix: str) -> dict[str, str]:
             [BIN / "auth-service", "gen-secret"], check=True, capture_output=True, text=True
         ).stdout.strip(),
         AUTH_SCHEDULER_ENABLED="false",
-        AUTH_LOG_LEVEL="WARNING",
         AUTH_PASSWORD_HASH_MEMORY_KIB=str(cost["memory_kib"]),
         AUTH_PASSWORD_HASH_TIME_COST=str(cost["time_cost"]),
         AUTH_PASSWORD_HASH_PARALLELISM=str(cost["parallelism"]),
@@ -109,7 +108,8 @@ def run_scenarios(
     loads: list[Wrk] = []
     results: dict[str, Result] = {}
     try:
-        server = Server(env)
+        logs = workdir  # each server's stderr: its access lines and whatever else it says
+        server = Server(env, log=logs / "service.log")
         servers.append(server)
         base = server.start().base
         print("setup: 100 users registered and logged in 10 times each (argon2, ~1 min)...")
@@ -149,18 +149,24 @@ def run_scenarios(
         # (a) and (b) alternate, ROUNDS times each: their ratios compare the same moments of
         # the host, and each figure is the median over the rounds.
         introspect = {**validate, "script_args": (str(tokens), "introspect")}
-        # (m) and (p): (b) against a variant of the app, in the same rounds.
+        # The ceiling, and (m), (p), (q): (b) against a variant of the app, in the same rounds.
+        ceiling = Server(env, app_factory=BARE_APP, log=logs / "bare.log")
         variants = {
-            "m": Server(env, app_factory="plain_app:without_security_headers"),
-            "p": Server(env, AUTH_METRICS_ENABLED="false"),
+            "m": Server(env, app_factory="plain_app:without_security_headers", log=logs / "m.log"),
+            "p": Server(env, log=logs / "p.log", AUTH_METRICS_ENABLED="false"),
+            "q": Server(env, log=logs / "q.log", AUTH_ACCESS_LOG="false"),
         }
+        servers.append(ceiling.start())
         for variant in variants.values():
             servers.append(variant)
             variant.start()
             check_validation(variant.base, data.basic, data.access_tokens)
-        pairs: dict[str, list[Result]] = {"a": [], "b": [], "g": [], "m": [], "p": []}
+        pairs: dict[str, list[Result]] = {key: [] for key in ("bare", "a", "b", "g", *variants)}
         for round_number in range(1, args.rounds + 1):
             print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
+            pairs["bare"].append(
+                run_wrk("(bare)", f"{ceiling.base}/ping", seconds=seconds, connections=conns)
+            )
             pairs["a"].append(
                 run_wrk("(a)", f"{base}/health/live", seconds=seconds, connections=conns)
             )
@@ -186,14 +192,16 @@ def run_scenarios(
                         **validate,
                     )
                 )
-        for variant in variants.values():
+        for variant in [ceiling, *variants.values()]:
             variant.stop()
-        results["a"] = median_of("(a) bare JSON: GET /health/live", pairs["a"])
+        results["bare"] = median_of("(bare) a bare FastAPI app: GET /ping", pairs["bare"])
+        results["a"] = median_of("(a) the service's GET /health/live", pairs["a"])
         results["b"] = median_of("(b) POST /validate, 1,000 tokens", pairs["b"])
         results["g"] = median_of("(g) POST /oauth/introspect, same tokens", pairs["g"])
         results["m"] = median_of("(m) (b) without the security headers", pairs["m"])
         results["p"] = median_of("(p) (b) with AUTH_METRICS_ENABLED=false", pairs["p"])
-        for key in ("m", "p"):
+        results["q"] = median_of("(q) (b) with AUTH_ACCESS_LOG=false", pairs["q"])
+        for key in variants:
             per_round = [
                 b.requests_per_second / other.requests_per_second
                 for b, other in zip(pairs["b"], pairs[key], strict=True)
@@ -221,7 +229,7 @@ def run_scenarios(
             ),
         ]
         for key, label, extra in cold_settings:
-            cold = Server(env, AUTH_VALIDATION_CACHE_SIZE="0", **extra)
+            cold = Server(env, log=logs / f"{key}.log", AUTH_VALIDATION_CACHE_SIZE="0", **extra)
             servers.append(cold)
             cold.start()
             check_validation(cold.base, data.basic, data.access_tokens)
@@ -299,7 +307,17 @@ def run_scenarios(
             f"{len(data.refresh_tokens):,} pre-minted tokens, then "
             f"{max(0, r.requests - len(data.refresh_tokens)):,} of their successors"
         )
-        second = Server(env)  # (l): a second instance, the stream a verifier follows
+        results["w1"], results["w2"] = run_workers(
+            env,
+            data.basic,
+            data.access_tokens,
+            validate,
+            seconds=seconds,
+            rounds=args.rounds,
+            logs=logs,
+        )
+        # (l): a second instance, the stream a verifier follows
+        second = Server(env, log=logs / "second.log")
         servers.append(second)
         second.start()
         print("running (i)-(l), the client library ...", flush=True)
@@ -312,68 +330,6 @@ def run_scenarios(
             load.stop()
         for server in servers:
             server.stop()
-
-
-def report(
-    args: argparse.Namespace,
-    results: dict[str, Result],
-    hash_seconds: float,
-    token_size: int,
-    flooded: flood.FloodResult | None,
-) -> None:
-    cost = hash_parameters()
-    print(
-        f"\nauth-service benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
-        "1 uvicorn worker on core 0, wrk -t1 on core 1"
-        + ("" if can_pin() else " (taskset unavailable: not pinned)")
-        + f", {args.seconds} s per scenario ({args.refresh_seconds} s for (d); (a) and (b): "
-        f"{args.rounds} alternating rounds each), "
-        f"-c{args.connections} ((d) -c{REFRESH_CONNECTIONS}, (e) -c{LOGIN_CONNECTIONS}, "
-        f"(f) -c{flood.FLOOD_CONNECTIONS})" + ("" if args.only is None else f"; only {args.only}")
-    )
-    print(
-        f"argon2id m={cost['memory_kib']} t={cost['time_cost']} p={cost['parallelism']}: "
-        f"{hash_seconds * 1000:.1f} ms a hash (mean of 20, in-process, core 0)"
-        + (f"; access tokens {token_size} bytes" if token_size else "")
-    )
-    checks = verdicts(results, hash_seconds) if "a" in results else []
-    if "a" in results:
-        ceiling = results["a"].requests_per_second
-        print("| scenario | req/s | ratio to (a) | p50 ms | p99 ms | errors | notes |")
-        print("|---|---:|---:|---:|---:|---:|---|")
-        order = [
-            "a",
-            "jwks",
-            "jwks304",
-            "b",
-            "m",
-            "p",
-            "g",
-            "h",
-            "b-cold",
-            "b-cold-store",
-            "c",
-            "d",
-        ]
-        order.append("e")
-        for r in (results[key] for key in [*order, "b-under-e"]):
-            print(
-                f"| {r.name} | {r.requests_per_second:,.0f} | "
-                f"{r.requests_per_second / ceiling:.3f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                f"{r.errors} | {'; '.join(r.notes)} |"
-            )
-    if "i" in results:
-        print("\n| client library (on core 1) | per s | p50 ms | p99 ms | notes |")
-        print("|---|---:|---:|---:|---|")
-        for r in (results[key] for key in ("i", "j", "k", "l")):
-            rate = f"{r.requests_per_second:,.0f}" if r.requests_per_second else "-"
-            print(f"| {r.name} | {rate} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {'; '.join(r.notes)} |")
-    if flooded is not None:
-        print("\n".join(flood.table(flooded)))
-        checks += flood.verdicts(flooded)
-    print("\nTargets:")
-    for label, passed, detail in checks:
-        print(f"- {'PASS' if passed else 'FAIL'} {label}: {detail}")
 
 
 def main() -> int:
@@ -418,7 +374,8 @@ def main() -> int:
         except Exception as exc:  # the numbers stand; say what was left behind
             print(f"bench: could not delete the Redis keys {prefix}*: {exc}", file=sys.stderr)
 
-    report(args, results, hash_seconds, token_size, flooded)
+    connections = {"d": REFRESH_CONNECTIONS, "e": LOGIN_CONNECTIONS, "w": WORKER_CONNECTIONS}
+    report(args, results, hash_seconds, token_size, flooded, connections)
     failed = [r.name for r in results.values() if r.errors]
     if failed:
         print(f"\nbench: requests failed in: {', '.join(failed)}", file=sys.stderr)

@@ -211,6 +211,28 @@ def test_serve_refuses_several_workers_without_redis(
     assert "--workers > 1 needs AUTH_REDIS_URL" in capsys.readouterr().err
 
 
+def test_workers_auto_is_the_cpus_this_process_may_run_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from auth_service.cli import build_parser
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {3, 5, 7})  # a 3-CPU cpuset
+    assert build_parser().parse_args(["serve", "--workers", "auto"]).workers == 3
+    assert build_parser().parse_args(["serve", "--workers", "4"]).workers == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_a_bad_worker_count_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from auth_service.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--workers", value])
+    assert exited.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("problem", ["world-readable", "symlink", "empty"])
 def test_an_unsafe_secret_file_is_refused(tmp_path: Path, problem: str) -> None:
     database = tmp_path / "auth.db"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ BIN = ROOT / ".venv" / "bin"
 LUA_DIR = Path(__file__).resolve().parent
 SERVER_CPU = 0
 WRK_CPU = 1
+BARE_APP = "plain_app:bare_ping"  # the ceiling: a bare FastAPI GET /ping
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Result:
     # For a scenario measured in rounds beside another: the median of the per-round ratios
     # (other / this), which a host's slow drift moves less than a ratio of two medians.
     paired_ratio: float | None = None
+    load_cpu_seconds: float = 0.0  # wrk's own CPU time (what the load took from the cores)
 
 
 async def _admin(url: str, statements: tuple[str, ...]) -> None:
@@ -85,33 +88,50 @@ def pin(cpu: int) -> list[str]:
 
 
 class Server:
-    """One `auth-service serve` process (one uvicorn worker) pinned to the server core."""
+    """One `auth-service serve` process pinned to the server core, as shipped: no
+    `--log-level`, so INFO and the access log are on; its stderr goes to ``log`` (what a
+    container runtime does with it), or the bench's own stderr when there is none.
+
+    ``workers`` > 1 serves on every core (``cpus``); ``app_factory`` ("module:function" in
+    scripts/bench) runs that app under uvicorn instead, as `serve` runs ours.
+    """
 
     def __init__(
-        self, env: dict[str, str], *, app_factory: str | None = None, **overrides: str
+        self,
+        env: dict[str, str],
+        *,
+        app_factory: str | None = None,
+        log: Path | None = None,
+        workers: int = 1,
+        cpus: str = str(SERVER_CPU),
+        **overrides: str,
     ) -> None:
         self.env = {**env, **overrides}
-        self.app_factory = app_factory  # "module:function" in scripts/bench, instead of serve
+        self.app_factory = app_factory
+        self.log = log
+        self.workers = workers
+        self.cpus = cpus
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> Server:
+        pinned = ["taskset", "-c", self.cpus] if can_pin() else []
         command = [
-            *pin(SERVER_CPU),
+            *pinned,
             str(BIN / "auth-service"),
             "serve",
             "--port",
             str(self.port),
-            "--log-level",
-            "warning",
+            "--workers",
+            str(self.workers),
         ]
         env = self.env
-        if self.app_factory is not None:  # uvicorn as `serve` runs it, on another app
+        if self.app_factory is not None:  # the bare ceiling: uvicorn alone, no access log
             here = str(Path(__file__).resolve().parent)
             env = {**env, "PYTHONPATH": here}
             command = [
-                *pin(SERVER_CPU),
+                *pinned,
                 str(BIN / "python"),
                 "-m",
                 "uvicorn",
@@ -120,22 +140,37 @@ class Server:
                 "--port",
                 str(self.port),
                 "--log-level",
-                "warning",
+                "warning" if self.app_factory == BARE_APP else "info",  # (m): our access log on
+                "--no-access-log",  # uvicorn's: the service writes its own
                 "--no-server-header",
             ]
-        self.process = subprocess.Popen(command, env=env)
+        stderr = None if self.log is None else self.log.open("ab")
+        try:
+            self.process = subprocess.Popen(command, env=env, stderr=stderr)
+        finally:
+            if stderr is not None:
+                stderr.close()  # the child has its own descriptor
         deadline = time.monotonic() + timeout
+        ready = "/ping" if self.app_factory == BARE_APP else "/health/ready"
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the service exited with status {self.process.returncode}")
             try:
-                if httpx.get(f"{self.base}/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base}{ready}", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the service did not become ready")
             time.sleep(0.2)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the worker process (one worker), in MB (VmRSS)."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -163,10 +198,11 @@ class Wrk:
         headers: dict[str, str] | None = None,
         script_args: tuple[str, ...] = (),
         timeout: int = 10,
+        cpus: str = str(WRK_CPU),
     ) -> None:
         self.name = name
         command = [
-            *pin(WRK_CPU),
+            *(["taskset", "-c", cpus] if can_pin() else []),
             "wrk",
             "-t1",
             f"-c{connections}",
@@ -190,8 +226,11 @@ class Wrk:
         process = self.process
         if process is None:
             raise RuntimeError(f"wrk for {self.name} was stopped")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stdout, stderr = process.communicate()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.process = None
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         lines = [line for line in stdout.splitlines() if line.startswith("BENCH ")]
         if process.returncode != 0 or not lines:
             raise RuntimeError(f"wrk failed for {self.name} ({process.returncode}): {stderr}")
@@ -205,6 +244,7 @@ class Wrk:
             errors=data["socket_errors"] + data["non_2xx"] + data.get("invalid", 0),
             requests=data["requests"],
             counts=json.loads(counts[-1].removeprefix("COUNTS ")) if counts else {},
+            load_cpu_seconds=cpu,
         )
 
     def interrupt(self) -> Result:

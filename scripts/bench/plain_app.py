@@ -1,7 +1,10 @@
-"""The app with the security headers taken out, for `make bench` scenario (m) only.
+"""Apps for `make bench` only: the ceiling, and the service without its security headers.
 
-(m) runs (b) against this app beside the real one, in the same rounds, so that the headers'
-cost on /validate is a measured ratio. Nothing here is used outside the benchmark.
+``bare_ping``: a bare FastAPI app, ``GET /ping`` answering ``{"ok": true}``, no middleware,
+run by uvicorn without an access log: what one worker on this core can answer at all, the
+ceiling issue 17's targets are ratios of. ``without_security_headers``: (m) runs (b) against it
+beside the real app, in the same rounds, so that the headers' cost on /validate is a measured
+ratio. Nothing here is used outside the benchmark.
 """
 
 from __future__ import annotations
@@ -10,6 +13,16 @@ from fastapi import FastAPI
 
 from auth_service.api import middleware
 from auth_service.app import create_app
+
+
+def bare_ping() -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
 
 
 def without_security_headers() -> FastAPI:

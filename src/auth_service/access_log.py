@@ -32,7 +32,8 @@ FLUSH_SECONDS = 0.1
 BUFFER_BYTES = 32 * 1024
 CHUNK_BYTES = 4096  # PIPE_BUF on Linux: a write of at most this much to a pipe is atomic
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_PLAIN_ADDRESS = re.compile(r"[0-9A-Fa-f:.]{1,45}")  # anything else is quoted (JSON-escaped)
+_PLAIN = re.compile(r"[0-9A-Za-z:._-]{1,64}")  # an address or a client id; else JSON-escaped
+_NO_STATE: dict[str, Any] = {}
 
 log = logging.getLogger(LOGGER)
 
@@ -79,29 +80,23 @@ class AccessLog:
         template = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "GET")
         method = method if method in _METHODS else "other"
-        client_id = scope.get("state", {}).get("client_id")
-        if client is None:
-            address = "-"
-        elif _PLAIN_ADDRESS.fullmatch(client):
-            address = client
-        else:  # an X-Forwarded-For hop may hold anything: quoted and escaped
-            address = json.dumps(client)
+        client_id = scope.get("state", _NO_STATE).get("client_id")
         at = self._at()
-        millis = round(seconds * 1000, 2)
+        millis = f"{seconds * 1000:.2f}"
         if self._json:
             line = (
                 f'{{"at":"{at}","level":"info","logger":"{LOGGER}",'
                 f'"message":"{method} {template} {status}","request_id":"{request_id}",'
                 f'"method":"{method}","route":"{template}","status":{status},'
-                f'"duration_ms":{millis},"client":{json.dumps(client)}'
-                + (f',"client_id":{json.dumps(client_id)}' if client_id is not None else "")
+                f'"duration_ms":{millis},"client":{_quoted(client)}'
+                + (f',"client_id":{_quoted(client_id)}' if client_id is not None else "")
                 + "}\n"
             )
         else:
+            address = "-" if client is None else _quoted(client, bare=True)
             line = (
-                f'{at} INFO {LOGGER}: {address} "{method} {template}" {status} '
-                f"{millis}ms"
-                + (f" client_id={json.dumps(client_id)}" if client_id is not None else "")
+                f'{at} INFO {LOGGER}: {address} "{method} {template}" {status} {millis}ms'
+                + (f" client_id={_quoted(client_id, bare=True)}" if client_id is not None else "")
                 + f" [{request_id}]\n"
             )
         self._lines.append(line)
@@ -146,6 +141,14 @@ class AccessLog:
         if self._json:
             return f"{self._stamp}.{fraction:06d}+00:00"
         return f"{self._stamp},{fraction // 1000:03d}"
+
+
+def _quoted(value: str | None, *, bare: bool = False) -> str:
+    """``value`` as a JSON string (``bare``: without the quotes when it is plain); a value from
+    a header (an X-Forwarded-For hop) may hold anything, so anything else is escaped."""
+    if value is not None and _PLAIN.fullmatch(value):
+        return value if bare else f'"{value}"'
+    return json.dumps(value)
 
 
 def _chunks(lines: list[str]) -> list[str]:

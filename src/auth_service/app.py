@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -13,6 +15,7 @@ from auth_service.api.browser import BrowserMode
 from auth_service.api.cors import AllowListCORSMiddleware
 from auth_service.api.docs import DOCS_PATH, OPENAPI_PATH, install_docs
 from auth_service.api.errors import install_error_handlers
+from auth_service.api.hot_routes import HotRoutes
 from auth_service.api.middleware import RequestContextMiddleware, SecurityHeaders
 from auth_service.api.openapi import install_openapi
 from auth_service.api.routes import (
@@ -37,7 +40,17 @@ from auth_service.api.shedding import LoadSheddingMiddleware
 from auth_service.api.shutdown import on_exit_signal
 from auth_service.container import Container, running, serving
 from auth_service.metrics import RequestRecorder
+from auth_service.runtime_probes import runtime_probes, settle_heap
 from auth_service.settings import Settings
+
+# FastAPI's native OpenTelemetry bridge asks the global providers on every request (and
+# would record exception messages and stack traces as OTel logs): the service does not
+# export OpenTelemetry, so it is off. (An older FastAPI has no such parameter.)
+_NO_OPENTELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def _nothing() -> None:
@@ -62,10 +75,15 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             if container is not None
             else running(resolved_settings, serve=True)
         )
-        async with parts as started:
+        probes: AbstractAsyncContextManager[None] = (
+            runtime_probes() if resolved_settings.metrics_enabled else nullcontext()
+        )
+        async with parts as started, probes:
             app.state.container = started
             app.state.browser = BrowserMode(started.settings)
             feed = started.feed
+            if container is None:  # served: what lives as long as the process leaves the GC
+                settle_heap()
             try:
                 with on_exit_signal(feed.shut_down if feed is not None else _nothing):
                     yield
@@ -82,8 +100,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         openapi_url=OPENAPI_PATH if settings.docs_served else None,
         docs_url=None,  # ours, with its own Content-Security-Policy (api/docs.py)
         redoc_url=None,
+        **_NO_OPENTELEMETRY,
     )
     app.state.access_log = access_log
+    # The hot path, innermost: POST /validate(/batch) straight to its endpoint.
+    app.add_middleware(HotRoutes, routes=validate.hot_routes())
     install_error_handlers(app)
     install_openapi(app)
     policies = {DOCS_PATH: install_docs(app)} if settings.docs_served else {}

@@ -89,6 +89,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _worker_count(value: str) -> int:
+    """``--workers``: a count, or ``auto`` for the CPUs this process may run on (its affinity
+    mask, which taskset, cgroups' cpusets and container CPU pinning narrow), not the host's."""
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return count
+
+
 def _gen_secret(_args: argparse.Namespace) -> int:
     print(generate_secret())
     return 0
@@ -224,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve HTTP with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="uvicorn worker processes, or 'auto': one per CPU this process may run on",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=_configured(_serve))
     migrate = commands.add_parser(

@@ -176,8 +176,8 @@ class ClientAuthenticator:
         ):
             raise InvalidClientError()
         digest = hashlib.sha256(f"{client_id}\x00{client_secret}".encode()).digest()
-        group = ip_group(ip)
         remaining = self._remaining(client_id, digest)
+        group = ip_group(ip)
         if remaining is not None:
             if remaining < self._cache_seconds * _REFRESH_FRACTION:
                 self._refresh_ahead(client_id, client_secret, digest, group)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Sequence
 from datetime import timedelta
+from functools import lru_cache
 from typing import TypeVar
 
 from auth_service.errors import RateLimitedError, ServiceUnavailableError
@@ -39,6 +40,7 @@ MFA_USER_ATTEMPTS = 10  # second-factor attempts per user per LOGIN_WINDOW
 IPV6_GROUP_PREFIX = 64  # one IPv6 subscriber is handed a /64: it counts as one client
 
 
+@lru_cache(maxsize=4096)  # parsed on every client-authenticated request: one parse an address
 def ip_group(ip: str | None) -> str:
     """The key part that per-IP limits count by: an IPv4 address as is, an IPv6 address's /64
     (an IPv4-mapped IPv6 address as its IPv4 address), ``-`` for none or an unparsable one."""

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -72,8 +73,17 @@ def _result(verdict: Verdict) -> dict[str, Any]:
     return {"valid": False, "error": verdict.error}
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(payload: dict[str, Any]) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+    """orjson (a tenth of json's time, which was a twentieth of a /validate); json for what
+    orjson refuses (an integer claim beyond 64 bits in a token someone else could shape)."""
+    try:
+        body = orjson.dumps(payload)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        body = _ENCODER.encode(payload).encode()
+    return Response(body, media_type="application/json")
 
 
 async def validate(request: Request) -> Response:
@@ -111,3 +121,8 @@ def _add(
 
 _add("", validate, ValidateRequest, ValidateResult)
 _add("/batch", validate_batch, BatchRequest, BatchResult)
+
+
+def hot_routes() -> list[APIRoute]:
+    """This router's routes, for the hot-path dispatch (api/hot_routes.py)."""
+    return [route for route in router.routes if isinstance(route, APIRoute)]
