@@ -119,4 +119,3 @@ async def test_the_route_template_is_counted(service: Service) -> None:
     answer = await service.client.post("/validate/batch", json={"tokens": []}, headers=headers)
     assert answer.status_code == 422, answer.text
     assert count() == before + 1
-
