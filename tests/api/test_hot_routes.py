@@ -119,3 +119,15 @@ async def test_the_route_template_is_counted(service: Service) -> None:
     answer = await service.client.post("/validate/batch", json={"tokens": []}, headers=headers)
     assert answer.status_code == 422, answer.text
     assert count() == before + 1
+
+
+def test_an_answer_orjson_refuses_is_still_written() -> None:
+    """orjson refuses an integer beyond 64 bits (a claim someone else's token could hold):
+    the standard library writes that answer instead."""
+    import json
+
+    from auth_service.api.routes.validate import _json
+
+    response = _json({"valid": True, "claims": {"big": 2**70, "name": "Zoë"}})
+    assert json.loads(response.body) == {"valid": True, "claims": {"big": 2**70, "name": "Zoë"}}
+    assert response.media_type == "application/json"
