@@ -12,6 +12,8 @@ import argon2
 import pytest
 
 from auth_service.crypto.passwords import (
+    KNOWN_NICENESS,
+    STRANGER_NICENESS,
     PasswordHasher,
     constant_time_equals,
     hash_opaque,
@@ -202,3 +204,27 @@ def test_constant_time_equals() -> None:
     assert constant_time_equals("", "") is True
     assert constant_time_equals("clé", "clé") is True  # non-ASCII does not raise
     assert constant_time_equals("clé", "cle") is False
+
+
+async def test_hashing_threads_run_below_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both lanes' threads are niced below the loop's (0), strangers' below known users':
+    argon2 on the loop's core cannot hold up the validations waiting there."""
+    import os
+    import threading
+
+    owned = PasswordHasher(memory_kib=8, time_cost=1, parallelism=1)  # its own pools
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    def niceness(_hash: str, _password: str) -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    monkeypatch.setattr(owned, "_verify_sync", niceness)
+    try:
+        known = await owned.verify("h", "p", urgent=True)
+        stranger = await owned.verify("h", "p")
+    finally:
+        owned.close()
+    if base == 0:  # the usual case: exactly these
+        assert (known, stranger) == (KNOWN_NICENESS, STRANGER_NICENESS)
+    else:  # a process started niced: never raised above it without the privilege
+        assert known in {KNOWN_NICENESS, base} and stranger in {STRANGER_NICENESS, base}
