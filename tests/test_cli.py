@@ -221,6 +221,32 @@ def test_workers_auto_is_the_cpus_this_process_may_run_on(
     assert build_parser().parse_args(["serve", "--workers", "4"]).workers == 4
 
 
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, 3),  # no quota
+        ({"cpu.max": "150000 100000\n"}, 2),  # --cpus 1.5 rounds up
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}, 1),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, 3),
+        ({"cpu.max": "garbage"}, 3),
+        ({}, 3),
+    ],
+)
+def test_workers_auto_respects_a_cgroup_cpu_quota(
+    files: dict[str, str], expected: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a big host with a small quota, one worker per host CPU would overcommit the quota
+    and the database's connections (attack review)."""
+    from auth_service.cli import usable_cpus
+
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    assert usable_cpus(tmp_path) == expected
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "many"])
 def test_a_bad_worker_count_is_a_usage_error(
     value: str, capsys: pytest.CaptureFixture[str]

@@ -24,6 +24,25 @@ async def test_a_collection_is_timed_by_generation() -> None:
     assert sample("auth_gc_pause_seconds_count", generation="2") == before + 1
 
 
+def test_a_collection_never_takes_a_metrics_lock() -> None:
+    """Inside ``gc.callbacks`` nothing is observed: a collection can start while
+    prometheus-client holds its (multiprocess: one, non-reentrant) values lock, and observing
+    there deadlocked the worker (attack review). The pause is published later, on the loop."""
+    from auth_service.runtime_probes import _GcTimer
+
+    timer = _GcTimer()
+    before = sample("auth_gc_pause_seconds_count", generation="1")
+    timer("start", {"generation": 1})
+    timer("stop", {"generation": 1})
+    assert sample("auth_gc_pause_seconds_count", generation="1") == before
+    timer.publish()
+    assert sample("auth_gc_pause_seconds_count", generation="1") == before + 1
+    for _ in range(5000):  # bounded while nothing publishes
+        timer("start", {"generation": 0})
+        timer("stop", {"generation": 0})
+    assert len(timer._pauses) <= 1024
+
+
 async def test_a_blocked_loop_shows_as_lag() -> None:
     before_count = sample("auth_event_loop_lag_seconds_count")
     before_fast = sample("auth_event_loop_lag_seconds_bucket", le="0.025")

@@ -10,10 +10,12 @@ import argparse
 import asyncio
 import getpass
 import logging
+import math
 import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -90,10 +92,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker_count(value: str) -> int:
-    """``--workers``: a count, or ``auto`` for the CPUs this process may run on (its affinity
-    mask, which taskset, cgroups' cpusets and container CPU pinning narrow), not the host's."""
+    """``--workers``: a count, or ``auto`` for the CPUs this process may use: its affinity
+    mask (taskset, cpusets, container pinning), capped by a cgroup CPU quota (Docker
+    ``--cpus``, a Kubernetes CPU limit), not the host's CPU count."""
     if value == "auto":
-        return max(1, len(os.sched_getaffinity(0)))
+        return usable_cpus()
     try:
         count = int(value)
     except ValueError:
@@ -101,6 +104,26 @@ def _worker_count(value: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError("at least 1")
     return count
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs in this process's affinity mask, capped by the cgroup's CPU quota (v2 ``cpu.max``,
+    or v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``), rounded up; at least 1."""
+    count = len(os.sched_getaffinity(0))
+    quota: float | None = None
+    try:
+        limit, period = (cgroup / "cpu.max").read_text().split()[:2]
+        quota = None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            limit_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+            quota = limit_us / period_us if limit_us > 0 and period_us > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None and quota > 0:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
 
 
 def _gen_secret(_args: argparse.Namespace) -> int:
