@@ -18,11 +18,12 @@ holding its even share of each, so the cache churns from the first batch to the 
   ``invalid_signature``, and none may be cached. ~70 us of server CPU each.
 - **malformed**, the rest (~760,000): the same with the signature cut to a length base64url
   cannot have, so the header is parsed and the payload decoded before ``malformed``. ~20 us
-  each: the uncached path's parsing without RSA, which keeps the run near a minute (all 1M
-  forged would take ~70 s of RSA alone).
+  each: the uncached path's parsing without RSA, which keeps the run short (all 1M forged
+  would take ~70 s of the server's core alone).
 
-So on an idle machine the run takes about a minute of the server's core: ~40 s minting, ~15 s
-forged, ~15 s malformed.
+Server CPU: ~40 s minting, ~15 s forged, ~15 s malformed. Measured on the bench host while
+other work shared it: the validating part 49 s (20,000 tokens/s; httpx on the load core is
+part of it), the mint 0.8-1 ms of the server's core a token.
 
 RSS is ``VmRSS`` of ``/proc/<pid>/status`` (``VmHWM`` for the peak, which counts from the
 process's start), in MB of 10^6 bytes. ``pid`` must be the worker's: ``benchkit.Server``'s
