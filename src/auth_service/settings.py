@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     unknown_kid_reload_seconds: float = Field(5, ge=0, le=3600)
     max_request_bytes: int = Field(524_288, ge=1024)
     validation_cache_size: int = Field(100_000, ge=0)
+    # The signature cache's bytes (each entry charged an estimate, about 2.8 KB for a user
+    # token; docs/design/cache-memory.md), a bound beside the entry count; 0 disables it.
+    validation_cache_max_bytes: int = Field(33_554_432, ge=0)
     revocation_mirror: bool = True
     # While Redis cannot answer (a restart, a Sentinel failover), a mirror that was current
     # keeps answering revocation checks from memory this long; 0 fails closed at once.

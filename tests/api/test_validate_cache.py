@@ -99,12 +99,21 @@ async def test_a_remembered_token_expires_on_time(
     assert len(verifications) == 1
 
 
+@pytest.mark.parametrize(
+    "off",
+    [
+        {"validation_cache_size": 0},
+        {"validation_cache_max_bytes": 0},
+        {"validation_cache_max_bytes": 600},  # less than any RS256 token's entry
+    ],
+)
 async def test_with_the_cache_off_every_call_verifies_the_signature(
     make_container: Callable[..., Container],
     make_settings: Callable[..., Settings],
     verifications: list[str],
+    off: dict[str, int],
 ) -> None:
-    async with started(make_container(make_settings(validation_cache_size=0))) as service:
+    async with started(make_container(make_settings(**off))) as service:
         user = await register_and_login(service)
         headers = await client_headers(service)
         assert await _verdicts(service, user.pair["access_token"], headers, 3) == [True] * 3

@@ -3,11 +3,11 @@
 Order (API.md "A token is valid only if ALL hold"): header (size, shape, alg allow-list, kid
 charset) → ``typ`` → kid in the in-memory key cache (``unknown_key``, ``key_revoked``; a kid
 the cache lacks reloads it once, rate-limited, in case the key is a moment old) →
-signature and the claims that do not depend on the time (their outcome remembered in a
-bounded LRU keyed by the token string, so a token's RSA verify runs once; key status, times
-and revocation are still checked on every call) → times against the injected clock →
-revocation (jti, sid, user revoke-after, user disabled) in ONE pipelined store read. A store
-failure fails closed: ``ServiceUnavailableError``, never valid.
+signature and the claims that do not depend on the time (their outcome remembered in an
+LRU keyed by the token string, bounded in bytes and in entries, so a token's RSA verify runs
+once; key status, times and revocation are still checked on every call) → times against the
+injected clock → revocation (jti, sid, user revoke-after, user disabled) in ONE pipelined
+store read. A store failure fails closed: ``ServiceUnavailableError``, never valid.
 
 That read also fetches the index marker (one key per call or batch, answered from memory by
 the mirror with the rest): a store without it may have lost revocations (restart, flush), so
@@ -58,17 +58,41 @@ class Verdict:
 Verified = tuple[str, dict[str, Any], TimeBounds | str]
 
 
+CLAIMS_FACTOR = 7
+"""Bytes a cached entry holds per byte of its JSON claims (the dict, its keys and values, the
+``TimeBounds`` and its datetimes), measured with tracemalloc: docs/design/cache-memory.md."""
+ENTRY_OVERHEAD = 300
+"""Bytes an entry holds whatever its size: the str header, the LRU's links, the tuple."""
+
+
+def entry_cost(token: str) -> int:
+    """The bytes a cached entry of ``token`` is charged: the token string, its decoded claims
+    (``CLAIMS_FACTOR`` per byte of their JSON, which is 3/4 of the payload segment, as it is
+    unpadded base64url) and ``ENTRY_OVERHEAD``. Computed from the string alone, so eviction
+    recomputes what ``put`` charged. For a token ``parse_token`` accepted (three segments)."""
+    first = token.index(".")
+    payload_chars = token.index(".", first + 1) - first - 1
+    return len(token) + CLAIMS_FACTOR * (payload_chars * 3 // 4) + ENTRY_OVERHEAD
+
+
 class SignatureCache:
-    """A bounded LRU of token string → ``Verified``. Size 0 disables it.
+    """A bounded LRU of token string → ``Verified``, within ``max_bytes`` (each entry charged
+    ``entry_cost``) and ``size`` entries; either 0 disables it. An entry larger than
+    ``max_bytes`` on its own is not cached.
 
     An entry exists only for a token whose header passed every check and whose signature
     verified, so a hit skips header parsing, RSA and the static claim checks; key status,
     times and revocation are still checked on every call.
     """
 
-    def __init__(self, size: int) -> None:
-        self._size = size
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._size = size if max_bytes > 0 else 0  # the one test on the hit path
+        self._max_bytes = max_bytes
         self._entries: OrderedDict[str, Verified] = OrderedDict()  # event-loop use only
+        self.charged = 0  # the sum of entry_cost over the entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, token: str) -> Verified | None:
         if not self._size:
@@ -81,10 +105,17 @@ class SignatureCache:
     def put(self, token: str, entry: Verified) -> None:
         if not self._size:
             return
-        self._entries[token] = entry
-        self._entries.move_to_end(token)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        cost = entry_cost(token)
+        if cost > self._max_bytes:
+            return
+        entries = self._entries
+        if entries.pop(token, None) is not None:
+            self.charged -= cost
+        entries[token] = entry
+        self.charged += cost
+        while self.charged > self._max_bytes or len(entries) > self._size:
+            oldest, _ = entries.popitem(last=False)
+            self.charged -= entry_cost(oldest)
 
 
 class UnknownKidReloader:
@@ -134,6 +165,7 @@ class ValidationPolicy:
     allowed_algorithms: tuple[str, ...]
     leeway: timedelta
     cache_size: int
+    cache_max_bytes: int
     unknown_kid_reload_seconds: float
 
     @classmethod
@@ -144,6 +176,7 @@ class ValidationPolicy:
             allowed_algorithms=tuple(settings.allowed_algorithms),
             leeway=settings.clock_leeway,
             cache_size=settings.validation_cache_size,
+            cache_max_bytes=settings.validation_cache_max_bytes,
             unknown_kid_reload_seconds=settings.unknown_kid_reload_seconds,
         )
 
@@ -165,7 +198,7 @@ class TokenValidator:
         self._policy = policy
         self._clock = clock
         self._leeway = policy.leeway
-        self._cache = SignatureCache(policy.cache_size)
+        self._cache = SignatureCache(policy.cache_size, policy.cache_max_bytes)
         self.kid_reloader = (
             UnknownKidReloader(reload_keys, clock, policy.unknown_kid_reload_seconds)
             if reload_keys is not None
