@@ -55,6 +55,7 @@ from benchkit import (
     run_wrk,
 )
 from hotpaths import WORKER_CONNECTIONS, run_workers
+from memory import run_rss
 from printout import report
 from scenarios import check_validation, make_fixtures, server_etag, write_lines
 from targets import BATCH, SERVER_CORES
@@ -307,6 +308,13 @@ def run_scenarios(
             f"{len(data.refresh_tokens):,} pre-minted tokens, then "
             f"{max(0, r.requests - len(data.refresh_tokens)):,} of their successors"
         )
+        print("running (r), the worker's RSS over 1,000,000 distinct tokens (~2 min) ...")
+        fresh = Server(env, log=logs / "r.log")  # as shipped, nothing validated before
+        servers.append(fresh)
+        fresh.start()
+        assert fresh.process is not None
+        results["r"] = run_rss(fresh.base, fresh.process.pid, data.basic)
+        fresh.stop()
         results["w1"], results["w2"] = run_workers(
             env,
             data.basic,

@@ -164,14 +164,6 @@ class Server:
                 raise RuntimeError("the service did not become ready")
             time.sleep(0.2)
 
-    def rss_mb(self) -> float:
-        """Resident memory of the worker process (one worker), in MB (VmRSS)."""
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
-
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from benchkit import Result
+from memory import RssResult
 
 BATCH = 100  # tokens a /validate/batch request
 SERVER_CORES = 1  # the service is pinned to one core (taskset -c 0)
@@ -102,11 +103,9 @@ def hot_path_verdicts(results: dict[str, Result]) -> list[tuple[str, bool, str]]
                 f"{two:,.0f} vs 1.7 x {one:,.0f} = {1.7 * one:,.0f} ({two / one:.2f}x)",
             )
         )
-    if "r" in results:
-        after = results["r"].counts["after_kib"] / 1024
-        found.append(
-            ("(r) RSS after 1,000,000 distinct tokens <= 250 MB", after <= 250, f"{after:,.0f} MB")
-        )
+    memory = results.get("r")
+    if isinstance(memory, RssResult):
+        found.append(memory.verdict())
     return found
 
 
