@@ -29,7 +29,7 @@ from auth_service.crypto.audit_mac import AuditMac
 from auth_service.crypto.jwk import generate_rsa_key
 from auth_service.crypto.passwords import PasswordHasher
 from auth_service.db.migrate import current_revision, head_revision
-from auth_service.db.session import Database, create_engine
+from auth_service.db.session import Database, create_engine, create_statement_engine
 from auth_service.errors import ConfigurationError
 from auth_service.metrics import Exporter
 from auth_service.production import ensure_production_ready
@@ -127,7 +127,7 @@ def build_container(
 ) -> Container:
     ensure_production_ready(settings)
     engine = create_engine(settings)
-    db = Database.on(engine)
+    db = Database.on(engine, create_statement_engine(settings, engine))
     clock = clock or SystemClock()
     owns_store = store is None
     if store is None:
@@ -340,7 +340,7 @@ async def stop(container: Container) -> None:
             await container.store.close()
     elif container.mirror is not None:
         container.mirror.mark_stale()  # an injected store lives on; this mirror does not
-    await container.engine.dispose()
+    await container.db.dispose()
     container.hasher.close()
     container.password_policy.close()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
+from auth_service.crypto.passwords import hash_opaque
 from auth_service.db.models import RefreshToken, Session, User
 from auth_service.errors import InvalidRefreshTokenError, RefreshTokenReusedError
 from tests.support.http import client_headers, register_and_login, validate
@@ -16,6 +18,11 @@ from tests.support.service import Service
 async def _refresh(service: Service, token: str) -> dict[str, object]:
     response = await service.client.post("/auth/refresh", json={"refresh_token": token})
     return {"status": response.status_code, **response.json()}
+
+
+async def _grace_entries(service: Service, token: str) -> list[tuple[str, str, timedelta]]:
+    """The store's grace entries of ``token`` (one a rotation that minted a pair for it)."""
+    return await service.container.store.scan(f"refresh-grace:{hash_opaque(token)}:")
 
 
 async def test_first_use_rotates_and_the_old_token_is_used_up(service: Service) -> None:
@@ -86,20 +93,16 @@ async def test_grace_needs_the_sealed_pair_in_the_store(service: Service) -> Non
     """Without the stored pair (lost store entry) a replay cannot be answered: it is reuse."""
     user = await register_and_login(service)
     await _refresh(service, user.pair["refresh_token"])
-    from auth_service.crypto.passwords import hash_opaque
-
-    await service.container.store.delete(f"refresh-grace:{hash_opaque(user.pair['refresh_token'])}")
+    (key, _value, _ttl), *more = await _grace_entries(service, user.pair["refresh_token"])
+    assert not more
+    await service.container.store.delete(key)
     assert (await _refresh(service, user.pair["refresh_token"]))["error"] == "refresh_token_reused"
 
 
 async def test_the_grace_copy_is_sealed_under_the_token_itself(service: Service) -> None:
     user = await register_and_login(service)
     first = await _refresh(service, user.pair["refresh_token"])
-    from auth_service.crypto.passwords import hash_opaque
-
-    key = f"refresh-grace:{hash_opaque(user.pair['refresh_token'])}"
-    stored = (await service.container.store.get_many([key]))[0]
-    assert stored is not None
+    [(_key, stored, _ttl)] = await _grace_entries(service, user.pair["refresh_token"])
     assert str(first["access_token"]) not in stored
     assert str(first["refresh_token"]) not in stored
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -37,22 +38,42 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
+    return create_async_engine(
+        url, hide_parameters=True, **_pool_options(settings, max_overflow=settings.db_max_overflow)
+    )
+
+
+def create_statement_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """Connections that run each statement as its own transaction (AUTOCOMMIT), for hot paths
+    of one or two statements (refresh rotation): no BEGIN or COMMIT round trip. On PostgreSQL
+    a pool of its own, so a checkout's ping is one round trip (SQLAlchemy pings a pooled
+    connection that is not in autocommit with BEGIN, a statement and ROLLBACK: three); no
+    overflow, as each checkout is held for one statement. On SQLite a view of ``engine``."""
+    if settings.is_sqlite:
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return create_async_engine(
+        settings.database_url,
+        hide_parameters=True,
+        isolation_level="AUTOCOMMIT",
+        **_pool_options(settings, max_overflow=0),
+    )
+
+
+def _pool_options(settings: Settings, *, max_overflow: int) -> dict[str, Any]:
     server_settings: dict[str, Any] = {"application_name": "auth-service"}
     if settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
-    return create_async_engine(
-        url,
-        hide_parameters=True,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_seconds,
-        pool_recycle=settings.db_pool_recycle_seconds,
-        pool_pre_ping=settings.db_pool_pre_ping,
-        connect_args={
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
+        "pool_recycle": settings.db_pool_recycle_seconds,
+        "pool_pre_ping": settings.db_pool_pre_ping,
+        "connect_args": {
             "timeout": settings.db_connect_timeout_seconds,
             "server_settings": server_settings,
         },
-    )
+    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -93,8 +114,13 @@ _READ_ONLY = "auth_read_only"  # execution option of the reader's engine view
 def _sqlite_begin(connection: Any) -> None:
     # A writer's IMMEDIATE takes the write lock up front: two writers queue (busy_timeout)
     # instead of deadlocking when both try to upgrade a read lock. A reader's deferred BEGIN
-    # takes no write lock, so reads never wait behind (or block) a writer in WAL mode.
-    if connection.get_execution_options().get(_READ_ONLY):
+    # takes no write lock, so reads never wait behind (or block) a writer in WAL mode. An
+    # AUTOCOMMIT connection gets no BEGIN: each statement is its own transaction (SQLAlchemy
+    # would never COMMIT one begun here).
+    options = connection.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        return
+    if options.get(_READ_ONLY):
         connection.exec_driver_sql("BEGIN")
     else:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -116,19 +142,45 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """The two ways to the database, handed to each use case once.
+    """The ways to the database, handed to each use case once.
 
     ``transaction()`` writes: ``async with db.transaction() as session:`` commits at the
     block's end (on SQLite ``BEGIN IMMEDIATE``). ``read()`` only reads: a deferred BEGIN on
-    SQLite (no write lock), ``READ ONLY`` on PostgreSQL.
+    SQLite (no write lock), ``READ ONLY`` on PostgreSQL. The Core connections are for hot
+    paths that need no ORM: ``statements()`` runs each statement as its own transaction
+    (AUTOCOMMIT: no BEGIN or COMMIT round trip), ``connection_transaction()`` is one
+    transaction (on SQLite ``BEGIN IMMEDIATE``) that commits at the block's end.
     """
 
     writer: async_sessionmaker[AsyncSession]
     reader: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine
+    statement_engine: AsyncEngine
 
     @classmethod
-    def on(cls, engine: AsyncEngine) -> Database:
-        return cls(create_sessionmaker(engine), create_read_sessionmaker(engine))
+    def on(cls, engine: AsyncEngine, statement_engine: AsyncEngine | None = None) -> Database:
+        """``statement_engine``: ``create_statement_engine``'s (default: ``engine`` in
+        AUTOCOMMIT)."""
+        return cls(
+            create_sessionmaker(engine),
+            create_read_sessionmaker(engine),
+            engine,
+            statement_engine or engine.execution_options(isolation_level="AUTOCOMMIT"),
+        )
+
+    async def dispose(self) -> None:
+        await self.statement_engine.dispose()
+        await self.engine.dispose()
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def statements(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.statement_engine.connect()
+
+    def connection_transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.engine.begin()
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self.writer.begin()
@@ -143,5 +195,6 @@ __all__ = [
     "create_engine",
     "create_read_sessionmaker",
     "create_sessionmaker",
+    "create_statement_engine",
     "ensure_private_file",
 ]

@@ -122,9 +122,11 @@ def totp_used_key(user_id: object, step: int) -> str:
 
 
 # -- sessions and passwords ----------------------------------------------------------------
-def refresh_grace_key(token_hash: str) -> str:
-    """The sealed pair a used refresh token got; TTL: sessions (refresh_reuse_grace + 5 s)."""
-    return f"refresh-grace:{token_hash}"
+def refresh_grace_key(token_hash: str, successor_id: str) -> str:
+    """The sealed pair a rotation of the refresh token (by its hash) minted with that
+    successor; only the successor the database holds is ever read. TTL: refresh
+    (refresh_reuse_grace + 5 s)."""
+    return f"refresh-grace:{token_hash}:{successor_id}"
 
 
 def register_ip_key(group: str) -> str:
