@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -54,6 +55,14 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     await queue.acquire(urgent=False)  # and the slot came back: nothing leaked
 
 
+async def until_running(done: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if done():
+            break
+        await asyncio.sleep(0.025)
+    await asyncio.sleep(0.05)  # and a moment more, for one that should not start
+
+
 async def test_the_hasher_runs_at_most_one_hash_per_slot_and_bounds_the_rest() -> None:
     hasher = PasswordHasher(memory_kib=8, time_cost=1, parallelism=1, queue_limit=3)
     gate = threading.Event()
@@ -80,12 +89,12 @@ async def test_the_hasher_runs_at_most_one_hash_per_slot_and_bounds_the_rest() -
             asyncio.ensure_future(hasher.verify(stored, "a password of some length"))
             for _ in range(slots + 3)
         ]
-        await asyncio.sleep(0.05)
+        await until_running(lambda: running >= slots)  # niced threads: they start when they can
         with pytest.raises(ServerBusyError):  # slots running + 3 waiting: the next is refused
             await hasher.verify(stored, "a password of some length")
         assert peak == slots  # the normal lane: one hash per slot, the rest wait
         known = asyncio.ensure_future(hasher.verify(stored, "wrong", urgent=True))
-        await asyncio.sleep(0.05)
+        await until_running(lambda: running >= slots + 1)
         assert running == slots + 1  # urgent work runs beside it at once, in its own pool
         gate.set()
         assert all(await asyncio.gather(*calls))
