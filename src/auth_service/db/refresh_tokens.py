@@ -82,7 +82,7 @@ class NewToken:
     expires_at: datetime
 
 
-_READ_STATE = (
+_READ_STATE = (  # the columns in RefreshState's order
     select(
         _TOKENS.c.id,
         _TOKENS.c.session_id,
@@ -127,6 +127,10 @@ _CHILD_COLUMNS = ["id", "session_id", "parent_id", "token_hash", "created_at", "
 
 
 def _rotate_postgresql() -> ReturningInsert[tuple[uuid.UUID]]:
+    # WITH touched (the session, locked first), used (the token, only if the session was
+    # touched) INSERT the successor FROM used. Every data-modifying CTE runs to completion,
+    # so a statement that loses the token still stamps the live session's last_used_at: its
+    # request was a use of the session at that time too.
     touched = (
         update(_SESSIONS)
         .where(*_LIVE_SESSION)
