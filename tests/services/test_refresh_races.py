@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from auth_service.container import Container
 from auth_service.crypto.passwords import hash_opaque
@@ -387,3 +388,73 @@ async def test_a_first_use_is_one_read_one_store_write_and_one_decisive_statemen
             "UPDATE sessions SET",
             "INSERT INTO refresh_tokens",
         ]
+
+
+async def _terminate(container: Container, pid: int) -> None:
+    async with container.db.engine.connect() as connection:
+        await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+async def _statement_pid(container: Container) -> int:
+    async with container.db.statements() as connection:
+        pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    return int(pid)
+
+
+@pytest.mark.skipif(not is_postgres(), reason="PostgreSQL's pool of AUTOCOMMIT connections")
+async def test_a_dropped_statement_connection_is_replaced_without_a_failed_refresh(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement pool does not ping before a checkout: a connection the server closed
+    fails its statement, and the statement runs again on a new connection."""
+    user = await register_and_login(service)
+    container = service.container
+    pair = await container.sessions.refresh(user.pair["refresh_token"])
+    await _terminate(container, await _statement_pid(container))  # the read meets it
+    pair = await container.sessions.refresh(pair.refresh_token)
+
+    async def drop() -> None:  # now the rotation statement meets it
+        await _terminate(container, await _statement_pid(container))
+
+    outcomes = _before_rotation(monkeypatch, drop)
+    again = await container.sessions.refresh(pair.refresh_token)
+    assert outcomes == [True]
+    _row, children = await _rows(container, pair.refresh_token)
+    assert [child.token_hash for child in children] == [hash_opaque(again.refresh_token)]
+
+
+@pytest.mark.skipif(not is_postgres(), reason="the one-statement rotation of PostgreSQL")
+async def test_a_rotation_whose_answer_was_lost_on_the_wire_runs_again_harmlessly(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rotation committed but its connection broke before the answer came back: run
+    again, the statement finds the token used, and the refresh answers the pair it stored."""
+    user = await register_and_login(service)
+    token = user.pair["refresh_token"]
+    real_statements = Database.statements
+    broken: list[str] = []
+
+    class Breaking:
+        """A connection whose rotation statement runs, then loses its answer (once)."""
+
+        def __init__(self, connection: Any) -> None:
+            self._connection = connection
+
+        async def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await self._connection.execute(statement, *args, **kwargs)
+            if not broken and str(statement).lstrip().startswith("WITH touched"):
+                broken.append("once")
+                raise DBAPIError("WITH …", None, OSError("reset"), connection_invalidated=True)
+            return result
+
+    @asynccontextmanager
+    async def statements(self: Database) -> AsyncIterator[Any]:
+        async with real_statements(self) as connection:
+            yield Breaking(connection)
+
+    monkeypatch.setattr(Database, "statements", statements)
+    pair = await service.container.sessions.refresh(token)
+    assert broken == ["once"]
+    _row, children = await _rows(service.container, token)
+    assert [child.token_hash for child in children] == [hash_opaque(pair.refresh_token)]
+    assert await service.container.sessions.refresh(token) == pair

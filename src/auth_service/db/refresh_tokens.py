@@ -82,7 +82,7 @@ class NewToken:
     expires_at: datetime
 
 
-_READ_STATE = (
+_READ_STATE = (  # the columns in RefreshState's order
     select(
         _TOKENS.c.id,
         _TOKENS.c.session_id,
@@ -127,6 +127,10 @@ _CHILD_COLUMNS = ["id", "session_id", "parent_id", "token_hash", "created_at", "
 
 
 def _rotate_postgresql() -> ReturningInsert[tuple[uuid.UUID]]:
+    # WITH touched (the session, locked first), used (the token, only if the session was
+    # touched) INSERT the successor FROM used. Every data-modifying CTE runs to completion,
+    # so a statement that loses the token still stamps the live session's last_used_at: its
+    # request was a use of the session at that time too.
     touched = (
         update(_SESSIONS)
         .where(*_LIVE_SESSION)
@@ -179,18 +183,16 @@ _INSERT_CHILD = insert(_TOKENS).values(
 
 async def read_refresh_state(db: Database, token_hash: str) -> RefreshState | None:
     """The token's row joined with its session and user (one statement, no transaction)."""
-    async with db.statements() as connection:
-        row = (await connection.execute(_READ_STATE, {"p_token_hash": token_hash})).first()
+    row = await db.run(_READ_STATE, {"p_token_hash": token_hash})
     if row is None:
         return None
-    return RefreshState(*row)
+    return RefreshState(*tuple(row))
 
 
 async def read_successor(db: Database, state: RefreshState) -> Successor | None:
-    async with db.statements() as connection:
-        parameters = {"p_session_id": state.session_id, "p_parent_id": state.token_id}
-        row = (await connection.execute(_READ_SUCCESSOR, parameters)).first()
-    return None if row is None else Successor(*row)
+    parameters = {"p_session_id": state.session_id, "p_parent_id": state.token_id}
+    row = await db.run(_READ_SUCCESSOR, parameters)
+    return None if row is None else Successor(*tuple(row))
 
 
 async def use_refresh_token(
@@ -208,9 +210,9 @@ async def use_refresh_token(
         "p_child_expires_at": child.expires_at,
     }
     if db.is_postgresql:
-        async with db.statements() as connection:
-            result = await connection.execute(_ROTATE_POSTGRESQL, parameters)
-            return result.first() is not None
+        # Safe to run twice (Database.run): a second run after a first that committed finds
+        # the token used and inserts nothing; the caller then settles from the database.
+        return await db.run(_ROTATE_POSTGRESQL, parameters) is not None
     async with db.connection_transaction() as connection:
         return await _use_sqlite(connection, parameters)
 

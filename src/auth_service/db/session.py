@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import Executable
 
 from auth_service.settings import Settings
 
@@ -45,17 +48,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def create_statement_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
     """Connections that run each statement as its own transaction (AUTOCOMMIT), for hot paths
-    of one or two statements (refresh rotation): no BEGIN or COMMIT round trip. On PostgreSQL
-    a pool of its own, so a checkout's ping is one round trip (SQLAlchemy pings a pooled
-    connection that is not in autocommit with BEGIN, a statement and ROLLBACK: three); no
-    overflow, as each checkout is held for one statement. On SQLite a view of ``engine``."""
+    of one or two statements that are safe to run again (refresh rotation): no BEGIN or
+    COMMIT round trip. On PostgreSQL a pool of its own, with no overflow (each checkout is
+    held for one statement) and no ping before each checkout (SQLAlchemy pings a pooled
+    connection with BEGIN, a statement and ROLLBACK, one round trip in autocommit: as many as
+    the statement itself): ``Database.run`` replaces a connection the server dropped and runs
+    the statement once more instead. On SQLite a view of ``engine``."""
     if settings.is_sqlite:
         return engine.execution_options(isolation_level="AUTOCOMMIT")
+    options = {**_pool_options(settings, max_overflow=0), "pool_pre_ping": False}
     return create_async_engine(
-        settings.database_url,
-        hide_parameters=True,
-        isolation_level="AUTOCOMMIT",
-        **_pool_options(settings, max_overflow=0),
+        settings.database_url, hide_parameters=True, isolation_level="AUTOCOMMIT", **options
     )
 
 
@@ -178,6 +181,21 @@ class Database:
 
     def statements(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return self.statement_engine.connect()
+
+    async def run(self, statement: Executable, parameters: Mapping[str, Any]) -> Row[Any] | None:
+        """``statement``'s first row (None without one), on a ``statements()`` connection.
+        Its pool does not ping: a connection the server closed (a restart, an idle timeout)
+        fails its statement as a disconnect, which SQLAlchemy invalidates (with the pool's
+        older connections), and the statement runs once more on a new one. So it must be
+        safe to run twice: a read, or a write whose second run sees what the first did."""
+        for attempt in range(2):
+            try:
+                async with self.statements() as connection:
+                    return (await connection.execute(statement, parameters)).first()
+            except DBAPIError as exc:
+                if attempt or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     def connection_transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return self.engine.begin()
