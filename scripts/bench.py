@@ -127,9 +127,11 @@ def run_scenarios(
         }
         etag = server_etag(base)
 
-        def run(key: str, name: str, url: str, **options: object) -> Result:
+        def run(
+            key: str, name: str, url: str, on: Server | None = None, **options: object
+        ) -> Result:
             print(f"running {name} ...", flush=True)
-            results[key] = run_wrk(name, url, **options)
+            results[key] = run_wrk(name, url, server=on or server, **options)
             return results[key]
 
         run(
@@ -166,18 +168,34 @@ def run_scenarios(
         for round_number in range(1, args.rounds + 1):
             print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
             pairs["bare"].append(
-                run_wrk("(bare)", f"{ceiling.base}/ping", seconds=seconds, connections=conns)
+                run_wrk(
+                    "(bare)",
+                    f"{ceiling.base}/ping",
+                    server=ceiling,
+                    seconds=seconds,
+                    connections=conns,
+                )
             )
             pairs["a"].append(
-                run_wrk("(a)", f"{base}/health/live", seconds=seconds, connections=conns)
+                run_wrk(
+                    "(a)", f"{base}/health/live", server=server, seconds=seconds, connections=conns
+                )
             )
             pairs["b"].append(
-                run_wrk("(b)", f"{base}/validate", seconds=seconds, connections=conns, **validate)
+                run_wrk(
+                    "(b)",
+                    f"{base}/validate",
+                    server=server,
+                    seconds=seconds,
+                    connections=conns,
+                    **validate,
+                )
             )
             pairs["g"].append(
                 run_wrk(
                     "(g)",
                     f"{base}/oauth/introspect",
+                    server=server,
                     seconds=seconds,
                     connections=conns,
                     **introspect,
@@ -188,6 +206,7 @@ def run_scenarios(
                     run_wrk(
                         f"({key})",
                         f"{variant.base}/validate",
+                        server=variant,
                         seconds=seconds,
                         connections=conns,
                         **validate,
@@ -238,6 +257,7 @@ def run_scenarios(
                 key,
                 label,
                 f"{cold.base}/validate",
+                on=cold,
                 seconds=seconds,
                 connections=conns,
                 **validate,

@@ -43,6 +43,7 @@ class Result:
     # (other / this), which a host's slow drift moves less than a ratio of two medians.
     paired_ratio: float | None = None
     load_cpu_seconds: float = 0.0  # wrk's own CPU time (what the load took from the cores)
+    server_cpu_us: float = 0.0  # the server's CPU a request (robust to a shared host)
 
 
 async def _admin(url: str, statements: tuple[str, ...]) -> None:
@@ -71,6 +72,21 @@ def drop_redis_prefix(url: str, prefix: str) -> int:
         return len(keys)
     finally:
         client.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its direct children (uvicorn's workers), from
+    /proc: what a server spent, whatever else shares the host. 0 when it is gone."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def free_port() -> int:
@@ -267,6 +283,7 @@ def median_of(name: str, rounds: list[Result]) -> Result:
         p99_ms=median([r.p99_ms for r in rounds]),
         errors=sum(r.errors for r in rounds),
         requests=sum(r.requests for r in rounds),
+        server_cpu_us=median([r.server_cpu_us for r in rounds]),
         notes=[
             f"median of {len(rounds)} rounds, alternating with its pair: "
             + ", ".join(f"{r.requests_per_second:,.0f}/s p99 {r.p99_ms:.1f}" for r in rounds)
@@ -274,12 +291,18 @@ def median_of(name: str, rounds: list[Result]) -> Result:
     )
 
 
-def run_wrk(name: str, url: str, **options: object) -> Result:
+def run_wrk(name: str, url: str, *, server: Server | None = None, **options: object) -> Result:
+    """One wrk run; with ``server``, also the server's CPU time a request."""
+    pid = server.process.pid if server is not None and server.process is not None else None
+    before = cpu_seconds(pid) if pid is not None else 0.0
     wrk = Wrk(name, url, **options)  # type: ignore[arg-type]
     try:
-        return wrk.result()
+        result = wrk.result()
     finally:
         wrk.stop()
+    if pid is not None and result.requests:
+        result.server_cpu_us = (cpu_seconds(pid) - before) / result.requests * 1e6
+    return result
 
 
 def hash_parameters() -> dict[str, int]:

@@ -23,11 +23,13 @@ from __future__ import annotations
 import os
 import secrets
 import statistics
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from benchkit import WRK_CPU, Result, Server, Wrk, can_pin
@@ -177,7 +179,8 @@ def run_flood(env: dict[str, str], bench_settings: dict[str, str], seconds: int)
     ``seconds`` (longer if the probes take longer, up to the deadline)."""
     limits = {**limit_defaults(bench_settings), "AUTH_TRUSTED_PROXIES": "127.0.0.1"}
     prefix = env["AUTH_REDIS_KEY_PREFIX"] + "flood:"
-    server = Server(env, AUTH_REDIS_KEY_PREFIX=prefix, **limits)
+    log = Path(tempfile.mkdtemp(prefix="auth-bench-flood-")) / "flood.log"  # its access lines
+    server = Server(env, log=log, AUTH_REDIS_KEY_PREFIX=prefix, **limits)
     wrk: Wrk | None = None
     try:
         base = server.start().base

@@ -39,6 +39,7 @@ def run_workers(
                     run_wrk(
                         f"(w{count})",
                         f"{server.base}/validate",
+                        server=server,
                         seconds=seconds,
                         connections=WORKER_CONNECTIONS,
                         cpus="0,1",

@@ -59,13 +59,19 @@ def report(
     checks = verdicts(results, hash_seconds) if "bare" in results else []
     if "bare" in results:
         ceiling = results["bare"].requests_per_second
-        print("| scenario | req/s | of bare | p50 ms | p99 ms | errors | notes |")
-        print("|---|---:|---:|---:|---:|---:|---|")
+        bare_cpu = results["bare"].server_cpu_us
+        print(
+            "| scenario | req/s | of bare | p50 ms | p99 ms | errors | server CPU us a request "
+            "| bare's CPU / this | notes |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in (results[key] for key in ORDER if key in results):
+            cpu = f"{r.server_cpu_us:,.0f}" if r.server_cpu_us else "-"
+            share = f"{bare_cpu / r.server_cpu_us:.3f}" if r.server_cpu_us and bare_cpu else "-"
             print(
                 f"| {r.name} | {r.requests_per_second:,.0f} | "
                 f"{r.requests_per_second / ceiling:.3f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                f"{r.errors} | {'; '.join(r.notes)} |"
+                f"{r.errors} | {cpu} | {share} | {'; '.join(r.notes)} |"
             )
     if "r" in results:
         print(f"\n{results['r'].name}: {'; '.join(results['r'].notes)}")

@@ -23,6 +23,13 @@ def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str,
             f"({b.requests_per_second / bare.requests_per_second:.3f} of bare)",
         ),
         (
+            "(b) CPU a request >= 0.75 x as cheap as (bare)'s (information: what a quiet host's "
+            "throughput ratio would be)",
+            b.server_cpu_us > 0 and bare.server_cpu_us / b.server_cpu_us >= 0.75,
+            f"{b.server_cpu_us:,.0f} us vs {bare.server_cpu_us:,.0f} us "
+            f"({bare.server_cpu_us / b.server_cpu_us if b.server_cpu_us else 0:.3f})",
+        ),
+        (
             "(b) p99 <= 2 x (bare) p99",
             b.p99_ms <= 2 * bare.p99_ms,
             f"{b.p99_ms:.2f} ms vs {2 * bare.p99_ms:.2f} ms",
