@@ -116,6 +116,11 @@ class RefreshRotation:
         await self._keep_for_grace(raw_token, token_hash, child.token_id, pair)
         if await use_refresh_token(self._db, state, child, now):
             return pair
+        # Lost, or won by this very rotation: a statement whose answer was lost on the wire
+        # runs again (Database.run), and the second run finds the token used by the first.
+        successor = await read_successor(self._db, state)
+        if successor is not None and successor.token_id == child.token_id:
+            return pair
         return None
 
     async def _settle(
