@@ -81,7 +81,9 @@ async def test_a_line_has_the_route_template_never_the_path_or_query(
         "unmatched",
     ]
     text = "\n".join(sink.lines)
-    assert "alice" not in text and "0123456789abcdef" not in text and "4711" not in text
+    assert "alice" not in text and "0123456789abcdef" not in text
+    assert "path" not in entries[0] and "path" not in entries[1]  # matched: the template only
+    assert entries[2]["path"] == "/no/such/secret-path-4711"  # unmatched: what was asked
     first = entries[0]
     assert first["logger"] == "auth_service.access" and first["level"] == "info"
     assert first["method"] == "GET" and first["status"] == 401
@@ -131,6 +133,15 @@ async def test_a_forged_forwarded_for_hop_cannot_break_a_line(
         else:
             assert json.dumps(forged) in line
             assert len(line.rsplit(" [", 1)[1]) == 17  # the request id's own brackets end it
+
+
+async def test_an_unmatched_path_is_escaped_and_cut(
+    service: tuple[Service, Writes],
+) -> None:
+    running, sink = service
+    await running.client.get("/x%22%0a%7B%22status%22:200%7D" + "y" * 300)
+    entries = await lines_of(running, sink)  # one JSON line: nothing broke out
+    assert entries[0]["path"] == '/x"\n{"status":200}' + "y" * 82
 
 
 async def test_lines_wait_for_the_timer_then_go_in_whole_line_chunks() -> None:

@@ -7,10 +7,11 @@ sharing one stderr never interleave mid-line). No ``logging`` record a request: 
 a filter, a formatter, a locked write and flush) is what cost uvicorn's line an eighth of the
 throughput.
 
-A line carries the route *template* (``unmatched`` when no route matched), never the raw path
-or the query string, and no token, header or body: ``at``, ``level``, ``logger``,
-``message``, ``request_id``, ``method``, ``route``, ``status``, ``duration_ms``, ``client``
-(the address the rate limits see) and ``client_id`` once a client authenticated.
+A line carries the route *template*, never the query string, and no token, header or body:
+``at``, ``level``, ``logger``, ``message``, ``request_id``, ``method``, ``route``,
+``status``, ``duration_ms``, ``client`` (the address the rate limits see), ``client_id``
+once a client authenticated, and for a request no route matched (``route`` is
+``unmatched``: a CORS preflight, a 404) its ``path``, escaped and cut to 100 characters.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ BUFFER_BYTES = 32 * 1024
 CHUNK_BYTES = 4096  # PIPE_BUF on Linux: a write of at most this much to a pipe is atomic
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _PLAIN = re.compile(r"[0-9A-Za-z:._-]{1,64}")  # an address or a client id; else JSON-escaped
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._~-]*")
+MAX_PATH = 100
 _NO_STATE: dict[str, Any] = {}
 
 log = logging.getLogger(LOGGER)
@@ -77,7 +80,11 @@ class AccessLog:
         client: str | None,
     ) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        template = getattr(route, "path", None)
+        path = ""  # only for a request no route matched (a CORS preflight, a 404)
+        if template is None:
+            template = "unmatched"
+            path = _path(scope.get("path", ""), bare=not self._json)
         method = scope.get("method", "GET")
         method = method if method in _METHODS else "other"
         client_id = scope.get("state", _NO_STATE).get("client_id")
@@ -90,12 +97,14 @@ class AccessLog:
                 f'"method":"{method}","route":"{template}","status":{status},'
                 f'"duration_ms":{millis},"client":{_quoted(client)}'
                 + (f',"client_id":{_quoted(client_id)}' if client_id is not None else "")
+                + (f',"path":{path}' if path else "")
                 + "}\n"
             )
         else:
             address = "-" if client is None else _quoted(client, bare=True)
             line = (
-                f'{at} INFO {LOGGER}: {address} "{method} {template}" {status} {millis}ms'
+                f'{at} INFO {LOGGER}: {address} "{method} {template}{" " if path else ""}'
+                f'{path}" {status} {millis}ms'
                 + (f" client_id={_quoted(client_id, bare=True)}" if client_id is not None else "")
                 + f" [{request_id}]\n"
             )
@@ -149,6 +158,16 @@ def _quoted(value: str | None, *, bare: bool = False) -> str:
     if value is not None and _PLAIN.fullmatch(value):
         return value if bare else f'"{value}"'
     return json.dumps(value)
+
+
+def _path(raw: str, *, bare: bool) -> str:
+    """An unmatched request's path as a JSON string (``bare``: without the quotes when it is
+    plain), cut to ``MAX_PATH`` characters: the request line's (decoded) path may hold
+    anything, so anything unusual is escaped."""
+    cut = raw[:MAX_PATH]
+    if _PLAIN_PATH.fullmatch(cut):
+        return cut if bare else f'"{cut}"'
+    return json.dumps(cut)
 
 
 def _chunks(lines: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ The app page is served from ``http://localhost:<page port>`` (the same site as t
 ``http://127.0.0.1:<port>`` (another site). Both pages live under ``/auth/`` so that a
 service cookie with ``Path=/auth`` that were not HttpOnly would show in their
 ``document.cookie`` (cookies do not isolate by port). What reached the service, which a
-refused page cannot see, is read off uvicorn's access log (``BrowserSetup.served_since``).
+refused page cannot see, is read off the service's access log (``BrowserSetup.served_since``).
 
 Without ``/usr/bin/chromium`` the tests skip (fail with ``CI=true``); Playwright's own browser
 downloads do not work here, ``scripts/system_setup.sh`` installs Debian's package.
@@ -52,7 +52,13 @@ CHROMIUM_ARGS = [
 ]
 PAGE = (Path(__file__).parent / "page.html").read_bytes()
 PAGE_PATH = "/auth/page.html"
-ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>/\S*) HTTP/[\d.]+" (?P<status>\d{3})')
+# The service's access line (access_log.py): ``... auth_service.access: ADDRESS "METHOD
+# /route/template" STATUS 1.23ms [request id]``, ``"METHOD unmatched /path"`` for a request
+# no route matched (a preflight).
+ACCESS_LINE = re.compile(
+    r'auth_service\.access: \S+ "(?P<method>[A-Z]+) (?:unmatched )?(?P<path>/\S*)" '
+    r"(?P<status>\d{3}) "
+)
 PASSWORD = "browser-Mode-test-passphrase-7319"
 
 
@@ -81,8 +87,8 @@ class BrowserSetup:
 
     def served_since(self, mark: int, expected: int) -> list[tuple[str, str, int]]:
         """(method, path, status) of the requests the service answered since ``mark``, from
-        uvicorn's access log: what reached the service, whatever the page was let read.
-        Waits (2 s at most) for ``expected`` lines: a line is written as the answer starts."""
+        its access log: what reached the service, whatever the page was let read. Waits (2 s
+        at most) for ``expected`` lines: they are written within 100 ms of each answer."""
         deadline = time.monotonic() + 2
         while True:
             with self.log.open("rb") as log:
