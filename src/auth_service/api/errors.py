@@ -137,6 +137,23 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+# PostgreSQL gave up on a statement it could have run later: a lock or statement timeout, a
+# deadlock, a serialisation failure. Busy, not broken: 503 as well (attack review: a held
+# session lock made waiting refreshes 500).
+_TRANSIENT_SQLSTATES = frozenset({"55P03", "57014", "40P01", "40001"})
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 for a transient PostgreSQL failure; any other driver error goes on to the 500
+    boundary (which adds the request id once)."""
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None)
+    codes = {getattr(orig, "sqlstate", None), getattr(cause, "sqlstate", None)}
+    if codes & _TRANSIENT_SQLSTATES:
+        return await _unavailable(request, exc)
+    raise exc
+
+
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A backing service failed: 503, never a trace. The store's errors carry no secrets; a
     database error's text may hold SQL, so only its type is logged."""
@@ -197,6 +214,7 @@ def install_error_handlers(app: FastAPI) -> None:
     unavailable: tuple[type[Exception], ...] = (StoreUnavailableError, *DATABASE_UNAVAILABLE)
     for failure in unavailable:
         app.add_exception_handler(failure, _unavailable)
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)  # the others: transient?
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)  # errors in the middleware itself

@@ -46,6 +46,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+STATEMENT_LOCK_TIMEOUT_MS = 2000
+
+
 def create_statement_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
     """Connections that run each statement as its own transaction (AUTOCOMMIT), for hot paths
     of one or two statements that are safe to run again (refresh rotation): no BEGIN or
@@ -57,6 +60,10 @@ def create_statement_engine(settings: Settings, engine: AsyncEngine) -> AsyncEng
     if settings.is_sqlite:
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     options = {**_pool_options(settings, max_overflow=0), "pool_pre_ping": False}
+    # A statement waits at most this long for a row lock (a session a logout holds): then it
+    # fails (55P03, answered 503) and gives its connection back, instead of holding one of the
+    # pool's few connections for the statement timeout while every other refresh queues.
+    options["connect_args"]["server_settings"]["lock_timeout"] = str(STATEMENT_LOCK_TIMEOUT_MS)
     return create_async_engine(
         settings.database_url, hide_parameters=True, isolation_level="AUTOCOMMIT", **options
     )

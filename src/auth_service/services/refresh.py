@@ -138,6 +138,12 @@ class RefreshRotation:
         async with self._db.transaction() as db:
             ended = await revoke_family(db, state.session_id, now, reason="refresh_token_reused")
             if ended:
+                # In the store before the commit (as logout does): if the store fails, the
+                # transaction rolls back and the next replay detects the reuse again, rather
+                # than the database saying revoked while every instance still accepts the
+                # session's access tokens (attack review). The audit head lock comes last,
+                # so it is not held across the store call.
+                await revoke_sessions(self._store, self._revocation, [str(state.session_id)])
                 await self._audit.record(
                     db,
                     "refresh.reuse_detected",
@@ -146,7 +152,6 @@ class RefreshRotation:
                 )
         if not ended:  # revoked meanwhile: by a concurrent replay, which reported the reuse
             raise InvalidRefreshTokenError()
-        await revoke_sessions(self._store, self._revocation, [str(state.session_id)])
         raise RefreshTokenReusedError()
 
     async def _keep_for_grace(
