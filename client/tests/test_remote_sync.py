@@ -214,7 +214,7 @@ def test_token_cache_margin_and_a_shared_failure_that_is_not_cached() -> None:
     failing = True
 
     def handler(request: httpx.Request) -> httpx.Response:
-        time.sleep(0.05)
+        time.sleep(0.5 if failing else 0.05)  # long enough for all 20 to join the one call
         if failing:
             issued.append(0)
             return httpx.Response(500, json={"error": "internal_error"})
