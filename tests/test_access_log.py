@@ -199,3 +199,18 @@ async def test_the_app_has_none_when_off(
 
     assert create_app(make_settings(access_log=False)).state.access_log is None
     assert create_app(make_settings()).state.access_log is not None
+
+
+async def test_an_unmatched_path_cannot_break_a_text_line(
+    info_on_access_logger: None,
+    make_container: Callable[..., Container],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Text lines too: a decoded path with a quote and a newline is escaped, one line."""
+    sink = Writes()
+    async with started(make_container(make_settings(log_format="text"))) as running:
+        running.app.state.access_log.sink = lambda: sink
+        await running.client.get('/x%22%0a2026-01-01 00:00:00,000 INFO forged: "GET /" 200')
+        running.app.state.access_log.flush()
+    (line,) = sink.lines
+    assert '"GET unmatched "/x\\"\\n2026' in line and line.endswith("]")

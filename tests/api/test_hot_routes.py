@@ -131,3 +131,34 @@ def test_an_answer_orjson_refuses_is_still_written() -> None:
     response = _json({"valid": True, "claims": {"big": 2**70, "name": "Zoë"}})
     assert json.loads(response.body) == {"valid": True, "claims": {"big": 2**70, "name": "Zoë"}}
     assert response.media_type == "application/json"
+
+
+async def test_a_database_error_that_is_not_transient_is_the_contracts_500(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only PostgreSQL's transient failures are 503; any other driver error stays a 500 in
+    the contract's shape, with one request id and no SQL in the body."""
+    from sqlalchemy.exc import DBAPIError
+
+    headers = await client_headers(service)
+
+    class Orig(Exception):
+        sqlstate = "42P01"  # undefined table: a bug, not a busy database
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise DBAPIError("SELECT secret FROM nowhere", {}, Orig("no such table"))
+
+    monkeypatch.setattr(service.container.validator, "validate", broken)
+    answer = await service.client.post("/validate", json={"token": "a"}, headers=headers)
+    status, body, _ = shape(answer)
+    assert status == 500 and b"server_error" in body and b"SELECT" not in body
+
+    class Busy(Exception):
+        sqlstate = "55P03"
+
+    async def locked(*_args: object, **_kwargs: object) -> None:
+        raise DBAPIError("SELECT 1", {}, Busy("lock timeout"))
+
+    monkeypatch.setattr(service.container.validator, "validate", locked)
+    answer = await service.client.post("/validate", json={"token": "a"}, headers=headers)
+    assert answer.status_code == 503 and answer.json()["error"] == "service_unavailable"
