@@ -155,7 +155,7 @@ async def test_lines_wait_for_the_timer_then_go_in_whole_line_chunks() -> None:
     assert len(sink.lines) == 40
     assert all(len(chunk) <= CHUNK_BYTES and chunk.endswith("\n") for chunk in sink.chunks)
     assert len(sink.chunks) > 1  # 40 lines of ~250 bytes do not fit one chunk
-    assert json.loads(sink.lines[0])["at"] == "2027-01-15T08:00:00.250000+00:00"
+    assert json.loads(sink.lines[0])["at"] == "2027-01-15T08:00:00.250+00:00"
 
 
 async def test_a_full_buffer_is_written_at_once() -> None:
@@ -214,3 +214,60 @@ async def test_an_unmatched_path_cannot_break_a_text_line(
         running.app.state.access_log.flush()
     (line,) = sink.lines
     assert '"GET unmatched "/x\\"\\n2026' in line and line.endswith("]")
+
+
+def test_the_lines_are_exactly_these() -> None:
+    """The shape operators parse, text and JSON, for a matched route and an unmatched path;
+    the parts remembered between lines (route, address, client id) give the same text the
+    second time."""
+
+    class Route:
+        path = "/validate"
+
+    matched = {"route": Route(), "method": "POST", "state": {"client_id": "svc_a"}}
+    unmatched = {"method": "BREW", "path": "/a b", "state": {}}
+    text, json_lines = Writes(), Writes()
+    for sink, as_json in ((text, False), (json_lines, True)):
+        access = AccessLog(json_lines=as_json, sink=lambda s=sink: s, now=lambda: 1_800_000_000.25)
+        for _ in range(2):
+            access.record(matched, 200, 0.00123, "r" * 16, "127.0.0.1")
+            access.record(unmatched, 404, 0.0, "q" * 16, None)
+        access.flush()
+    assert (
+        text.lines
+        == [
+            '2027-01-15 08:00:00,250 INFO auth_service.access: 127.0.0.1 "POST /validate" 200 1.23ms'
+            " client_id=svc_a [rrrrrrrrrrrrrrrr]",
+            '2027-01-15 08:00:00,250 INFO auth_service.access: - "other unmatched "/a b"" 404 0.00ms'
+            " [qqqqqqqqqqqqqqqq]",
+        ]
+        * 2
+    )
+    assert [json.loads(line) for line in json_lines.lines] == [
+        {
+            "at": "2027-01-15T08:00:00.250+00:00",
+            "level": "info",
+            "logger": "auth_service.access",
+            "message": "POST /validate 200",
+            "request_id": "r" * 16,
+            "method": "POST",
+            "route": "/validate",
+            "status": 200,
+            "duration_ms": 1.23,
+            "client": "127.0.0.1",
+            "client_id": "svc_a",
+        },
+        {
+            "at": "2027-01-15T08:00:00.250+00:00",
+            "level": "info",
+            "logger": "auth_service.access",
+            "message": "other unmatched 404",
+            "request_id": "q" * 16,
+            "method": "other",
+            "route": "unmatched",
+            "status": 404,
+            "duration_ms": 0.0,
+            "client": None,
+            "path": "/a b",
+        },
+    ] * 2

@@ -36,6 +36,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _PLAIN = re.compile(r"[0-9A-Za-z:._-]{1,64}")  # an address or a client id; else JSON-escaped
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._~-]*")
 MAX_PATH = 100
+_MEMO_SIZE = 1024  # remembered line parts (addresses, client ids, routes) at most
 _NO_STATE: dict[str, Any] = {}
 
 log = logging.getLogger(LOGGER)
@@ -68,7 +69,11 @@ class AccessLog:
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
         self._second = -1
+        self._millisecond = -1
         self._stamp = ""
+        self._at = ""
+        self._heads: dict[tuple[str, str], tuple[str, str]] = {}
+        self._quoted: dict[str | None, str] = {}
         self.dropped = 0
 
     def record(
@@ -86,26 +91,37 @@ class AccessLog:
             template = "unmatched"
             path = _path(scope.get("path", ""), bare=not self._json)
         method = scope.get("method", "GET")
-        method = method if method in _METHODS else "other"
         client_id = scope.get("state", _NO_STATE).get("client_id")
-        at = self._at()
+        head = self._heads.get((method, template))
+        if head is None:
+            head = self._head(method, template)
+        now = self._now()
+        if int(now * 1000) != self._millisecond:
+            self._set_at(now)
         millis = f"{seconds * 1000:.2f}"
+        quoted = self._quoted
+        address = quoted.get(client) or self._quote(client)
         if self._json:
             line = (
-                f'{{"at":"{at}","level":"info","logger":"{LOGGER}",'
-                f'"message":"{method} {template} {status}","request_id":"{request_id}",'
-                f'"method":"{method}","route":"{template}","status":{status},'
-                f'"duration_ms":{millis},"client":{_quoted(client)}'
-                + (f',"client_id":{_quoted(client_id)}' if client_id is not None else "")
+                f'{{"at":"{self._at}",{head[0]} {status}","request_id":"{request_id}",'
+                f'{head[1]}"status":{status},"duration_ms":{millis},"client":{address}'
+                + (
+                    f',"client_id":{quoted.get(client_id) or self._quote(client_id)}'
+                    if client_id is not None
+                    else ""
+                )
                 + (f',"path":{path}' if path else "")
                 + "}\n"
             )
         else:
-            address = "-" if client is None else _quoted(client, bare=True)
             line = (
-                f'{at} INFO {LOGGER}: {address} "{method} {template}{" " if path else ""}'
-                f'{path}" {status} {millis}ms'
-                + (f" client_id={_quoted(client_id, bare=True)}" if client_id is not None else "")
+                f'{self._at} {head[0]}{address} {head[1]}{" " if path else ""}{path}" {status} '
+                f"{millis}ms"
+                + (
+                    f" client_id={quoted.get(client_id) or self._quote(client_id)}"
+                    if client_id is not None
+                    else ""
+                )
                 + f" [{request_id}]\n"
             )
         self._lines.append(line)
@@ -137,19 +153,44 @@ class AccessLog:
             self.dropped += len(lines)
             log.warning("access log lines could not be written: %s", type(exc).__name__)
 
-    def _at(self) -> str:
-        """The time as the other lines give it (ISO 8601 UTC), the seconds' part cached."""
-        now = self._now()
-        second = int(now)
+    def _head(self, method: str, template: str) -> tuple[str, str]:
+        """The parts of a line that only the method and route decide, built once each."""
+        shown = method if method in _METHODS else "other"
+        if self._json:
+            head = (
+                f'"level":"info","logger":"{LOGGER}","message":"{shown} {template}',
+                f'"method":"{shown}","route":"{template}",',
+            )
+        else:
+            head = (f"INFO {LOGGER}: ", f'"{shown} {template}')
+        if template != "unmatched" and len(self._heads) < _MEMO_SIZE:
+            self._heads[(method, template)] = head
+        return head
+
+    def _quote(self, value: str | None) -> str:
+        """``value`` as the line shows it (``_quoted``), remembered: a client's address and
+        id repeat from line to line."""
+        shown = "-" if value is None and not self._json else _quoted(value, bare=not self._json)
+        if len(self._quoted) >= _MEMO_SIZE:
+            self._quoted.clear()  # a flood of distinct forwarded addresses: start again
+        self._quoted[value] = shown
+        return shown
+
+    def _set_at(self, now: float) -> None:
+        """The time as the other lines give it (ISO 8601 UTC) to the millisecond; one
+        computation a millisecond, not a line."""
+        millisecond = int(now * 1000)
+        self._millisecond = millisecond
+        second, fraction = divmod(millisecond, 1000)
         if second != self._second:
             self._second = second
             moment = datetime.fromtimestamp(second, UTC)
             shape = "%Y-%m-%dT%H:%M:%S" if self._json else "%Y-%m-%d %H:%M:%S"
             self._stamp = moment.strftime(shape)
-        fraction = int((now - second) * 1_000_000)
         if self._json:
-            return f"{self._stamp}.{fraction:06d}+00:00"
-        return f"{self._stamp},{fraction // 1000:03d}"
+            self._at = f"{self._stamp}.{fraction:03d}+00:00"
+        else:
+            self._at = f"{self._stamp},{fraction:03d}"
 
 
 def _quoted(value: str | None, *, bare: bool = False) -> str:

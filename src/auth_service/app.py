@@ -15,7 +15,7 @@ from auth_service.api.browser import BrowserMode
 from auth_service.api.cors import AllowListCORSMiddleware
 from auth_service.api.docs import DOCS_PATH, OPENAPI_PATH, install_docs
 from auth_service.api.errors import install_error_handlers
-from auth_service.api.hot_routes import HotRoutes
+from auth_service.api.fast_lane import FastLane, ServiceApp
 from auth_service.api.middleware import RequestContextMiddleware, SecurityHeaders
 from auth_service.api.openapi import install_openapi
 from auth_service.api.routes import (
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                 if access_log is not None:
                     access_log.flush()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="auth-service",
         version=__version__,
         summary="The single source of truth for JWTs: keys, login, refresh and validation.",
@@ -103,8 +103,6 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         **_NO_OPENTELEMETRY,
     )
     app.state.access_log = access_log
-    # The hot path, innermost: POST /validate(/batch) straight to its endpoint.
-    app.add_middleware(HotRoutes, routes=validate.hot_routes())
     install_error_handlers(app)
     install_openapi(app)
     policies = {DOCS_PATH: install_docs(app)} if settings.docs_served else {}
@@ -113,13 +111,25 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(LoadSheddingMiddleware)
     if settings.cors_origins:
         app.add_middleware(AllowListCORSMiddleware, settings=settings)
+    recorder = RequestRecorder() if settings.metrics_enabled else None
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,
         security=security,
         trusted_proxies=frozenset(settings.trusted_proxies),
-        recorder=RequestRecorder() if settings.metrics_enabled else None,
+        recorder=recorder,
         access_log=access_log,
+    )
+    # The hot path, at the front door: POST /validate(/batch) past all of the above, which the
+    # lane does itself (api/fast_lane.py).
+    app.fast_lane = FastLane(
+        validate.hot_routes(),
+        max_body_bytes=settings.max_request_bytes,
+        security=security,
+        trusted_proxies=frozenset(settings.trusted_proxies),
+        recorder=recorder,
+        access_log=access_log,
+        cors=bool(settings.cors_origins),
     )
     # Routes are matched in order: the hot path (every backend call) first.
     app.include_router(validate.router)

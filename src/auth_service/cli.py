@@ -59,6 +59,8 @@ async def preflight(settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from auth_service.http_protocol import CoalescingHttpToolsProtocol
+
     if args.workers > 1 and settings.redis_url is None:
         raise ConfigurationError(
             "--workers > 1 needs AUTH_REDIS_URL: the in-process store serves one process only"
@@ -83,6 +85,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
+        http=CoalescingHttpToolsProtocol,  # each answer in one send() (http_protocol.py)
         access_log=False,  # the service writes its own (auth_service/access_log.py)
         log_level=args.log_level,
         # One configuration for uvicorn's lines and ours, in every worker.

@@ -69,7 +69,33 @@ def with_security_headers(
     return [*headers, *fixed, *_NO_STORE]
 
 
-def _error_response(status: int, code: str, description: str) -> tuple[Message, Message]:
+def too_large(max_body_bytes: int) -> str:
+    return f"The request body is larger than {max_body_bytes} bytes."
+
+
+def incoming_request_id(value: bytes) -> str | None:
+    """An incoming ``X-Request-ID`` if its charset and length are sane, else None."""
+    candidate = value.decode("latin-1")
+    return candidate if _SAFE_REQUEST_ID.fullmatch(candidate) else None
+
+
+def new_request_id() -> str:
+    # A correlation id, not a secret: the process's PRNG (os.urandom cost a syscall a
+    # request), 64 bits so that ids do not collide in a day's logs.
+    return f"{random.getrandbits(64):016x}"
+
+
+def client_ip(scope: Scope, trusted_proxies: Collection[str]) -> str | None:
+    """The client's address: the peer, or behind a trusted proxy its nearest untrusted hop."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if peer is None or peer not in trusted_proxies:
+        return peer
+    forwarded = b",".join(v for k, v in scope.get("headers", []) if k == b"x-forwarded-for")
+    return nearest_untrusted_hop(peer, forwarded.decode("latin-1"), trusted_proxies)
+
+
+def error_messages(status: int, code: str, description: str) -> tuple[Message, Message]:
     body = json.dumps({"error": code, "error_description": description}).encode()
     start: Message = {
         "type": "http.response.start",
@@ -140,7 +166,7 @@ class RequestContextMiddleware:
 
         declared = self._content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            for message in _error_response(413, "request_too_large", self._too_large()):
+            for message in self._too_large():
                 await send_with_id(message)
             return
 
@@ -159,7 +185,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    for reply in _error_response(413, "request_too_large", self._too_large()):
+                    for reply in self._too_large():
                         await send_with_id(reply)
                     rejected = True
                     return {"type": "http.disconnect"}
@@ -174,26 +200,17 @@ class RequestContextMiddleware:
             leave_request(entered)
 
     def _client_ip(self, scope: Scope) -> str | None:
-        client = scope.get("client")
-        peer = client[0] if client else None
-        if peer is None or peer not in self.trusted_proxies:
-            return peer
-        forwarded = b",".join(v for k, v in scope.get("headers", []) if k == b"x-forwarded-for")
-        return nearest_untrusted_hop(peer, forwarded.decode("latin-1"), self.trusted_proxies)
+        return client_ip(scope, self.trusted_proxies)
 
-    def _too_large(self) -> str:
-        return f"The request body is larger than {self.max_body_bytes} bytes."
+    def _too_large(self) -> tuple[Message, Message]:
+        return error_messages(413, "request_too_large", too_large(self.max_body_bytes))
 
     @staticmethod
     def _request_id(scope: Scope) -> str:
         for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                candidate: str = value.decode("latin-1")
-                if _SAFE_REQUEST_ID.fullmatch(candidate):
-                    return candidate
-        # A correlation id, not a secret: the process's PRNG (os.urandom cost a syscall a
-        # request), 64 bits so that ids do not collide in a day's logs.
-        return f"{random.getrandbits(64):016x}"
+            if name == b"x-request-id" and (candidate := incoming_request_id(value)):
+                return candidate
+        return new_request_id()
 
     @staticmethod
     def _content_length(scope: Scope) -> int | None:

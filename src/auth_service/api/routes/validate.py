@@ -124,5 +124,5 @@ _add("/batch", validate_batch, BatchRequest, BatchResult)
 
 
 def hot_routes() -> list[APIRoute]:
-    """This router's routes, for the hot-path dispatch (api/hot_routes.py)."""
+    """This router's routes, for the hot-path dispatch (api/fast_lane.py)."""
     return [route for route in router.routes if isinstance(route, APIRoute)]

@@ -1,25 +1,26 @@
-"""The hot path's dispatch (api/hot_routes.py) answers exactly as the router would: the same
-status, body and headers for every kind of request, good or bad, and the same 500."""
+"""The hot path's lane (api/fast_lane.py) answers exactly as the app's full stack would: the
+same status, body and headers for every kind of request, good or bad, and the same 500."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from auth_service.api.hot_routes import HotRoutes
+from auth_service.api.fast_lane import FastLane
+from auth_service.container import Container
 from auth_service.settings import Settings
 from tests.support.http import client_headers, register_and_login
-from tests.support.service import Service
+from tests.support.service import Service, started
 
 Case = tuple[str, str, dict[str, str], bytes]
 
 
-async def passthrough(self: HotRoutes, scope: Any, receive: Any, send: Any) -> None:
-    await self.app(scope, receive, send)
+async def full_stack(*_args: object) -> bool:
+    return False  # the lane declines: the request takes every middleware and the router
 
 
 def shape(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
@@ -53,6 +54,10 @@ async def cases(service: Service) -> list[Case]:
         ("POST", "/validate/batch", {**good, **json_type}, many),
         ("POST", "/validate/batch", {**good, **json_type}, too_many),
         ("POST", "/validate/batch", {**good, **json_type}, b'{"tokens":[]}'),
+        ("POST", "/validate", {**good, **json_type, "X-Request-ID": "bad id!"}, body),
+        ("POST", "/validate", {**good, **json_type, "Origin": "https://a.example"}, body),
+        ("POST", "/validate", {**good, "Content-Type": "application/problem+json"}, body),
+        ("POST", "/validate", {**good, **json_type}, b"x" * 65536),  # at the cap: read, 422
         ("GET", "/validate", good, b""),
         ("POST", "/validate/", {**good, **json_type}, body),
     ]
@@ -77,12 +82,96 @@ async def test_every_answer_is_the_routers(
     requests = await cases(service)
     hot = await answers(service, requests)
     with monkeypatch.context() as patch:
-        patch.setattr(HotRoutes, "__call__", passthrough)
+        patch.setattr(FastLane, "serve", full_stack)
         routed = await answers(service, requests)
     assert [status for status, _, _ in hot] == [
-        401, 401, 415, 422, 422, 422, 200, 200, 413, 200, 422, 422, 405, routed[-1][0],
+        401, 401, 415, 422, 422, 422, 200, 200, 413, 200, 422, 422, 200, 200, 200, 422, 405,
+        routed[-1][0],
     ]  # fmt: skip
     assert hot == routed
+
+
+async def test_the_lane_answers_the_hot_routes_only(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parity above would hold trivially if the lane never answered: it does, for POST
+    /validate and /validate/batch, and for nothing else."""
+    answered: list[str] = []
+    serve = FastLane.serve
+
+    async def spy(self: FastLane, app: Any, route: Any, scope: Any, *rest: Any) -> bool:
+        taken = await serve(self, app, route, scope, *rest)
+        if taken:
+            answered.append(scope["path"])
+        return taken
+
+    monkeypatch.setattr(FastLane, "serve", spy)
+    headers = await client_headers(service)
+    await service.client.post("/validate", json={"token": "a"}, headers=headers)
+    await service.client.post("/validate/batch", json={"tokens": ["a"]}, headers=headers)
+    await service.client.get("/validate", headers=headers)
+    await service.client.post("/validate/", json={"token": "a"}, headers=headers)
+    await service.client.post("/auth/login", json={"email": "a@b.example", "password": "x"})
+    assert answered == ["/validate", "/validate/batch"]
+
+
+async def test_a_request_id_is_echoed_and_seen_by_the_access_line(service: Service) -> None:
+    headers = {**await client_headers(service), "X-Request-ID": "trace-42"}
+    answer = await service.client.post("/validate", json={"token": "a"}, headers=headers)
+    assert answer.headers.get_list("x-request-id") == ["trace-42"]
+    fresh = await service.client.post("/validate", json={"token": "a"}, headers={})
+    (made,) = fresh.headers.get_list("x-request-id")
+    assert len(made) == 16 and made != "trace-42"
+
+
+async def test_a_streamed_body_over_the_cap_is_the_same_413(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunked body (no Content-Length) is counted as it arrives and refused once it passes
+    the cap, before the endpoint sees it."""
+    headers = {**await client_headers(service), "Content-Type": "application/json"}
+
+    async def ask() -> tuple[int, bytes, list[tuple[str, str]]]:
+        async def chunks() -> Any:
+            for _ in range(9):
+                yield b"x" * 8192  # 73,728 bytes in all: over the 65,536 cap
+
+        return shape(await service.client.post("/validate", content=chunks(), headers=headers))
+
+    lane = await ask()
+    with monkeypatch.context() as patch:
+        patch.setattr(FastLane, "serve", full_stack)
+        routed = await ask()
+    assert lane[0] == 413 and b"request_too_large" in lane[1]
+    assert ("connection", "close") in lane[2]
+    assert lane == routed
+
+
+async def test_with_cors_a_request_from_an_origin_takes_the_full_stack(
+    make_container: Callable[..., Container],
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lane does not do CORS: with an allow-list configured, a request that carries an
+    ``Origin`` goes through the CORS middleware (its answer names the origin); one without
+    takes the lane, and both answer as the full stack does."""
+    listed = "https://app.example.com"
+    settings = make_settings(cors_origins=[listed], max_request_bytes=65536)
+    async with started(make_container(settings)) as svc:
+        headers = await client_headers(svc)
+        requests: list[Case] = [
+            ("POST", "/validate", {**headers, "Origin": listed}, b'{"token":"a"}'),
+            ("POST", "/validate", {**headers, "Origin": "https://evil.example"}, b"{}"),
+            ("POST", "/validate", headers, b'{"token":"a"}'),
+        ]
+        for case in requests:
+            case[2]["Content-Type"] = "application/json"
+        lane = await answers(svc, requests)
+        with monkeypatch.context() as patch:
+            patch.setattr(FastLane, "serve", full_stack)
+            routed = await answers(svc, requests)
+    assert ("access-control-allow-origin", listed) in lane[0][2]
+    assert lane == routed
 
 
 async def test_an_unexpected_error_is_the_same_500(
@@ -101,7 +190,7 @@ async def test_an_unexpected_error_is_the_same_500(
 
     hot = await ask()
     with monkeypatch.context() as patch:
-        patch.setattr(HotRoutes, "__call__", passthrough)
+        patch.setattr(FastLane, "serve", full_stack)
         routed = await ask()
     assert hot[0] == 500 and b"a bug" not in hot[1]
     assert hot == routed
