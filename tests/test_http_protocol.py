@@ -45,9 +45,7 @@ class FakeTransport:
         return 7
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(
-            name, default
-        )
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
 
 def wrapped() -> tuple[CoalescingTransport, FakeTransport]:

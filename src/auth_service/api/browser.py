@@ -124,7 +124,7 @@ class BrowserMode:
         return self.clear(answer)
 
 
-def browser_of(request: Request) -> BrowserMode:
+async def browser_of(request: Request) -> BrowserMode:
     mode: BrowserMode = request.app.state.browser
     return mode
 

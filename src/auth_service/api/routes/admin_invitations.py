@@ -30,7 +30,7 @@ _ERRORS = error_responses(401, 403, 503)
 AdminClaims = Annotated[dict[str, Any], Depends(require_admin)]
 
 
-def _invitation_id(invitation_id: str) -> uuid.UUID:
+async def _invitation_id(invitation_id: str) -> uuid.UUID:
     return uuid_or_404(invitation_id, "No pending invitation has this id.")
 
 

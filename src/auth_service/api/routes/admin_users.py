@@ -28,7 +28,7 @@ _LAST_ADMIN = error_responses(409, s409=(ErrorCode.LAST_ADMIN,))
 NO_CONTENT = status.HTTP_204_NO_CONTENT
 
 
-def _user_id(user_id: str) -> uuid.UUID:
+async def _user_id(user_id: str) -> uuid.UUID:
     return uuid_or_404(user_id, "No user has this id.")
 
 

@@ -28,7 +28,7 @@ router = APIRouter(
 _ERRORS = error_responses(401, 403, 503)
 
 
-def _endpoint_id(webhook_id: str) -> uuid.UUID:
+async def _endpoint_id(webhook_id: str) -> uuid.UUID:
     return uuid_or_404(webhook_id, "No such webhook endpoint.")
 
 
