@@ -43,6 +43,7 @@ import flood
 from benchkit import (
     BARE_APP,
     BIN,
+    ONE_WRITE,
     WRK_CPU,
     Result,
     Server,
@@ -154,17 +155,21 @@ def run_scenarios(
         introspect = {**validate, "script_args": (str(tokens), "introspect")}
         # The ceiling, and (m), (p), (q): (b) against a variant of the app, in the same rounds.
         ceiling = Server(env, app_factory=BARE_APP, log=logs / "bare.log")
+        ceiling1 = Server(env, app_factory=BARE_APP, http=ONE_WRITE, log=logs / "bare1.log")
         variants = {
             "m": Server(env, app_factory="plain_app:without_security_headers", log=logs / "m.log"),
             "p": Server(env, log=logs / "p.log", AUTH_METRICS_ENABLED="false"),
             "q": Server(env, log=logs / "q.log", AUTH_ACCESS_LOG="false"),
         }
         servers.append(ceiling.start())
+        servers.append(ceiling1.start())
         for variant in variants.values():
             servers.append(variant)
             variant.start()
             check_validation(variant.base, data.basic, data.access_tokens)
-        pairs: dict[str, list[Result]] = {key: [] for key in ("bare", "a", "b", "g", *variants)}
+        pairs: dict[str, list[Result]] = {
+            key: [] for key in ("bare", "bare1", "a", "b", "g", *variants)
+        }
         for round_number in range(1, args.rounds + 1):
             print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
             pairs["bare"].append(
@@ -172,6 +177,15 @@ def run_scenarios(
                     "(bare)",
                     f"{ceiling.base}/ping",
                     server=ceiling,
+                    seconds=seconds,
+                    connections=conns,
+                )
+            )
+            pairs["bare1"].append(
+                run_wrk(
+                    "(bare1)",
+                    f"{ceiling1.base}/ping",
+                    server=ceiling1,
                     seconds=seconds,
                     connections=conns,
                 )
@@ -212,9 +226,12 @@ def run_scenarios(
                         **validate,
                     )
                 )
-        for variant in [ceiling, *variants.values()]:
+        for variant in [ceiling, ceiling1, *variants.values()]:
             variant.stop()
         results["bare"] = median_of("(bare) a bare FastAPI app: GET /ping", pairs["bare"])
+        results["bare1"] = median_of(
+            "(bare1) the same app on serve's one-write HTTP protocol", pairs["bare1"]
+        )
         results["a"] = median_of("(a) the service's GET /health/live", pairs["a"])
         results["b"] = median_of("(b) POST /validate, 1,000 tokens", pairs["b"])
         results["g"] = median_of("(g) POST /oauth/introspect, same tokens", pairs["g"])

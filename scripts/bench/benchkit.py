@@ -27,6 +27,7 @@ LUA_DIR = Path(__file__).resolve().parent
 SERVER_CPU = 0
 WRK_CPU = 1
 BARE_APP = "plain_app:bare_ping"  # the ceiling: a bare FastAPI GET /ping
+ONE_WRITE = "auth_service.http_protocol:CoalescingHttpToolsProtocol"  # serve's HTTP protocol
 
 
 @dataclass
@@ -120,10 +121,14 @@ class Server:
         log: Path | None = None,
         workers: int = 1,
         cpus: str = str(SERVER_CPU),
+        http: str | None = None,
         **overrides: str,
     ) -> None:
         self.env = {**env, **overrides}
         self.app_factory = app_factory
+        # uvicorn's protocol for an app_factory: serve's own for (m); the bare ceiling keeps
+        # uvicorn's unless asked (bare1: the same app on serve's protocol, for information)
+        self.http = http or ("httptools" if app_factory == BARE_APP else ONE_WRITE)
         self.log = log
         self.workers = workers
         self.cpus = cpus
@@ -159,6 +164,8 @@ class Server:
                 "warning" if self.app_factory == BARE_APP else "info",  # (m): our access log on
                 "--no-access-log",  # uvicorn's: the service writes its own
                 "--no-server-header",
+                "--http",
+                self.http,
             ]
         stderr = None if self.log is None else self.log.open("ab")
         try:

@@ -11,6 +11,7 @@ from targets import verdicts
 
 ORDER = [
     "bare",
+    "bare1",
     "a",
     "jwks",
     "jwks304",

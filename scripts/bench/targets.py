@@ -30,6 +30,13 @@ def verdicts(results: dict[str, Result], hash_seconds: float) -> list[tuple[str,
             f"({bare.server_cpu_us / b.server_cpu_us if b.server_cpu_us else 0:.3f})",
         ),
         (
+            "(b) >= 0.75 x (bare1) req/s (information: the ceiling on serve's own HTTP protocol,"
+            " which writes each answer in one send())",
+            b.requests_per_second >= 0.75 * results["bare1"].requests_per_second,
+            f"{b.requests_per_second:,.0f} vs {0.75 * results['bare1'].requests_per_second:,.0f}"
+            f" ({b.requests_per_second / results['bare1'].requests_per_second:.3f} of bare1)",
+        ),
+        (
             "(b) p99 <= 2 x (bare) p99",
             b.p99_ms <= 2 * bare.p99_ms,
             f"{b.p99_ms:.2f} ms vs {2 * bare.p99_ms:.2f} ms",

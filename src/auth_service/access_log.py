@@ -37,6 +37,7 @@ _PLAIN = re.compile(r"[0-9A-Za-z:._-]{1,64}")  # an address or a client id; else
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._~-]*")
 MAX_PATH = 100
 _MEMO_SIZE = 1024  # remembered line parts (addresses, client ids, routes) at most
+_MEMO_VALUE_CHARS = 64  # and only short ones (an address, a client id)
 _NO_STATE: dict[str, Any] = {}
 
 log = logging.getLogger(LOGGER)
@@ -171,26 +172,29 @@ class AccessLog:
         """``value`` as the line shows it (``_quoted``), remembered: a client's address and
         id repeat from line to line."""
         shown = "-" if value is None and not self._json else _quoted(value, bare=not self._json)
+        if value is not None and len(value) > _MEMO_VALUE_CHARS:
+            return shown  # a forwarded hop can be a long header: never remembered
         if len(self._quoted) >= _MEMO_SIZE:
             self._quoted.clear()  # a flood of distinct forwarded addresses: start again
         self._quoted[value] = shown
         return shown
 
     def _set_at(self, now: float) -> None:
-        """The time as the other lines give it (ISO 8601 UTC) to the millisecond; one
-        computation a millisecond, not a line."""
+        """The time as the other lines give it (ISO 8601 UTC): text to the millisecond (one
+        computation a millisecond, not a line), JSON to the microsecond as the JSON lines."""
         millisecond = int(now * 1000)
-        self._millisecond = millisecond
-        second, fraction = divmod(millisecond, 1000)
+        second = millisecond // 1000
         if second != self._second:
             self._second = second
             moment = datetime.fromtimestamp(second, UTC)
             shape = "%Y-%m-%dT%H:%M:%S" if self._json else "%Y-%m-%d %H:%M:%S"
             self._stamp = moment.strftime(shape)
         if self._json:
-            self._at = f"{self._stamp}.{fraction:03d}+00:00"
+            self._millisecond = -1  # every line its own microseconds
+            self._at = f"{self._stamp}.{int((now - second) * 1_000_000):06d}+00:00"
         else:
-            self._at = f"{self._stamp},{fraction:03d}"
+            self._millisecond = millisecond
+            self._at = f"{self._stamp},{millisecond - second * 1000:03d}"
 
 
 def _quoted(value: str | None, *, bare: bool = False) -> str:

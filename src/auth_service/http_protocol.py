@@ -9,9 +9,10 @@ the request's system time and woke the client twice.
 
 ``CoalescingTransport`` holds a write until the end of the current loop turn (``call_soon``)
 and joins whatever else is written in that turn: the body goes out with its headers in one
-``send()``. Nothing waits longer than the turn it was written in; ``close``, ``write_eof`` and
-``set_protocol`` flush first, ``abort`` drops what is held (as the transport drops its own
-buffer); flow control is the real transport's (its buffer size counts what is held too).
+``send()``. Nothing waits longer than the turn it was written in; ``close``, ``write_eof``,
+``set_protocol`` and the peer's half-close (``eof_received``) flush first, ``abort`` drops
+what is held (as the transport drops its own buffer); flow control is the real transport's
+(its buffer size counts what is held too).
 """
 
 from __future__ import annotations
@@ -89,5 +90,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """``serve``'s HTTP protocol: uvicorn's, on a ``CoalescingTransport``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        wrapped: Any = CoalescingTransport(transport, self.loop)
+        self._coalescing = CoalescingTransport(transport, self.loop)
+        wrapped: Any = self._coalescing
         super().connection_made(wrapped)
+
+    def eof_received(self) -> None:
+        # The peer half-closed (it may, after its request): the loop closes the transport when
+        # this returns, so what this turn wrote goes out first, as it would have unheld.
+        self._coalescing.flush()
+        super().eof_received()

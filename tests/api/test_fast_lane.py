@@ -251,3 +251,33 @@ async def test_a_database_error_that_is_not_transient_is_the_contracts_500(
     monkeypatch.setattr(service.container.validator, "validate", locked)
     answer = await service.client.post("/validate", json={"token": "a"}, headers=headers)
     assert answer.status_code == 503 and answer.json()["error"] == "service_unavailable"
+
+
+async def test_the_client_is_authenticated_before_the_body_is_read(service: Service) -> None:
+    """No client, a body that never comes: 401 at once (as the stack answers it), not a wait
+    for a body an unauthenticated caller may stream up to the cap."""
+    import asyncio
+
+    from auth_service.api.fast_lane import FastLane as Lane
+
+    assert service.app.fast_lane is not None and isinstance(service.app.fast_lane, Lane)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/validate",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 5000),
+        "query_string": b"",
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def never() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        raise AssertionError("the body was read")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(service.app(scope, never, send), 5)
+    assert sent[0]["status"] == 401

@@ -30,7 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -54,6 +54,10 @@ _REQUEST_ID = b"x-request-id"
 _CONTENT_LENGTH = b"content-length"
 _ORIGIN = b"origin"
 _VARY = b"vary"
+
+
+class _TooLarge(Exception):  # a signal inside the lane, never raised out of it
+    """The streamed body passed the size cap."""
 
 
 class ServiceApp(FastAPI):
@@ -158,13 +162,24 @@ class FastLane:
         fixed = ((_REQUEST_ID, request_id.encode()), *self.security.for_path(scope["path"]))
         if declared is not None and _over(declared, self.max_body_bytes):
             return await self._refuse_too_large(send, fixed)
-        request = Request(scope, receive, send)
+        cap, received = self.max_body_bytes, 0
+
+        async def counting_receive() -> Message:
+            # The body is read by the endpoint, after the client authenticated (401 first, as
+            # the stack answers it); counted as it streams, refused once it passes the cap.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    raise _TooLarge()
+            return message
+
+        request = Request(scope, counting_receive, send)
         try:
-            body = await _read_body(receive, self.max_body_bytes)
-            if body is None:
-                return await self._refuse_too_large(send, fixed)
-            request._body = body  # what ``await request.body()`` answers: read once, here
             response = await endpoint(request)
+        except _TooLarge:
+            return await self._refuse_too_large(send, fixed)
         except Exception as exc:
             response = await _handled(app.exception_handlers, request, exc)
         headers = [(name, value) for name, value in response.raw_headers if name != _REQUEST_ID]
@@ -198,28 +213,6 @@ def _over(declared: bytes, cap: int) -> bool:
         return int(declared) > cap
     except ValueError:
         return False  # as the middleware: an unreadable length is counted as the body streams
-
-
-async def _read_body(receive: Receive, cap: int) -> bytes | None:
-    """The whole body, or None once it passes ``cap``; a client that left raises
-    ``ClientDisconnect``, as ``Request.body`` does."""
-    message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body: bytes = message.get("body", b"")
-        return body if len(body) <= cap else None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-        message = await receive()
 
 
 async def _handled(handlers: Mapping[Any, Handler], request: Request, exc: Exception) -> Response:
