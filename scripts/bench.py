@@ -172,24 +172,16 @@ def run_scenarios(
         }
         for round_number in range(1, args.rounds + 1):
             print(f"running (a) and (b), round {round_number} of {args.rounds} ...", flush=True)
-            pairs["bare"].append(
-                run_wrk(
-                    "(bare)",
-                    f"{ceiling.base}/ping",
-                    server=ceiling,
-                    seconds=seconds,
-                    connections=conns,
+            for key, bare in (("bare", ceiling), ("bare1", ceiling1)):
+                pairs[key].append(
+                    run_wrk(
+                        f"({key})",
+                        f"{bare.base}/ping",
+                        server=bare,
+                        seconds=seconds,
+                        connections=conns,
+                    )
                 )
-            )
-            pairs["bare1"].append(
-                run_wrk(
-                    "(bare1)",
-                    f"{ceiling1.base}/ping",
-                    server=ceiling1,
-                    seconds=seconds,
-                    connections=conns,
-                )
-            )
             pairs["a"].append(
                 run_wrk(
                     "(a)", f"{base}/health/live", server=server, seconds=seconds, connections=conns
