@@ -275,7 +275,7 @@ class Wrk:
             process.communicate()
 
 
-def median_of(name: str, rounds: list[Result]) -> Result:
+def median_of(name: str, rounds: list[Result], *, paired: bool = True) -> Result:
     """One result from repeated runs of a scenario: the median of each figure, the rounds'
     req/s and p99 in the notes (a burst of noise on a shared host moves one round, not all)."""
     import statistics
@@ -292,7 +292,8 @@ def median_of(name: str, rounds: list[Result]) -> Result:
         requests=sum(r.requests for r in rounds),
         server_cpu_us=median([r.server_cpu_us for r in rounds]),
         notes=[
-            f"median of {len(rounds)} rounds, alternating with its pair: "
+            f"median of {len(rounds)} rounds"
+            + (", alternating with its pair: " if paired else ": ")
             + ", ".join(f"{r.requests_per_second:,.0f}/s p99 {r.p99_ms:.1f}" for r in rounds)
         ],
     )

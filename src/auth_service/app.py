@@ -120,10 +120,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         recorder=recorder,
         access_log=access_log,
     )
-    # The hot path, at the front door: POST /validate(/batch) past all of the above, which the
-    # lane does itself (api/fast_lane.py).
+    # The hot paths, at the front door: POST /validate(/batch) and /auth/refresh past all of
+    # the above, which the lane does itself (api/fast_lane.py).
     app.fast_lane = FastLane(
-        validate.hot_routes(),
+        [*validate.hot_routes(), *auth.hot_routes()],
         max_body_bytes=settings.max_request_bytes,
         security=security,
         trusted_proxies=frozenset(settings.trusted_proxies),

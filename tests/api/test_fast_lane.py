@@ -215,7 +215,7 @@ def test_an_answer_orjson_refuses_is_still_written() -> None:
     the standard library writes that answer instead."""
     import json
 
-    from auth_service.api.routes.validate import _json
+    from auth_service.api.direct import json_response as _json
 
     response = _json({"valid": True, "claims": {"big": 2**70, "name": "Zoë"}})
     assert json.loads(response.body) == {"valid": True, "claims": {"big": 2**70, "name": "Zoë"}}

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 
-from auth_service.api.browser import BrowserDep
+from auth_service.api.browser import BrowserDep, BrowserMode
 from auth_service.api.deps import (
     AccessClaimsDep,
     AccountsDep,
@@ -20,9 +23,16 @@ from auth_service.api.deps import (
     OptionalAccessClaimsDep,
     RegistrationsDep,
     SessionsDep,
+    container_of,
     user_id,
 )
-from auth_service.api.routing import JsonRoute
+from auth_service.api.direct import (
+    DirectRoute,
+    json_response,
+    optional_json_body,
+    request_body_schema,
+)
+from auth_service.api.routing import JsonRoute, require_json
 from auth_service.api.schemas.account import MfaChallengeOut
 from auth_service.api.schemas.auth import (
     BrowserTokenPairOut,
@@ -137,21 +147,19 @@ async def login(
     return browser.answer(pair, request)
 
 
-@router.post(
-    "/refresh",
-    response_model=TokenPairOut | BrowserTokenPairOut,
-    responses={
-        **error_responses(401, 422, s401=(E.INVALID_REFRESH_TOKEN, E.REFRESH_TOKEN_REUSED)),
-        **_CSRF_403,
-    },
-)
-async def refresh(
-    request: Request, sessions: SessionsDep, browser: BrowserDep, body: RefreshRequest | None = None
-) -> Response | TokenPairOut:
+async def refresh(request: Request) -> Response:
     """A token in the body is rotated and answered in the body. In browser mode, without one,
     the refresh cookie is, with ``X-CSRF-Token``; the answer sets new cookies."""
+    # On DirectRoute (api/direct.py), answered by the lane (api/fast_lane.py): what the route
+    # class, FastAPI and the response model did is done here, in their order (415 for a body
+    # that is not JSON, then the body's 422); tests/api/test_refresh_direct.py replays every
+    # kind of request against the route as FastAPI ran it.
+    require_json(request.headers)
+    body = await optional_json_body(request, _REFRESH_BODY)
+    sessions = container_of(request).sessions
+    browser: BrowserMode = request.app.state.browser
     if body is not None and body.refresh_token is not None:
-        return _pair_out(await sessions.refresh(body.refresh_token))
+        return json_response(_pair_json(await sessions.refresh(body.refresh_token)))
     candidates = browser.cookie_tokens(request)
     if candidates is None:
         if browser.enabled:
@@ -164,6 +172,39 @@ async def refresh(
         return browser.token_answer(await sessions.refresh(from_cookie))
     except UnauthorizedError as exc:  # invalid or reused: the cookies are dead too
         return browser.refused(exc)
+
+
+_REFRESH_BODY: TypeAdapter[RefreshRequest | None] = TypeAdapter(RefreshRequest | None)
+
+
+def _pair_json(pair: TokenPair) -> dict[str, Any]:
+    """``TokenPairOut``'s fields, in its order (as FastAPI's response model wrote them)."""
+    return {
+        "access_token": pair.access_token,
+        "token_type": pair.token_type,
+        "expires_in": pair.expires_in,
+        "refresh_token": pair.refresh_token,
+        "refresh_expires_in": pair.refresh_expires_in,
+    }
+
+
+router.add_api_route(
+    "/refresh",
+    refresh,
+    methods=["POST"],
+    route_class_override=DirectRoute,
+    response_model=TokenPairOut | BrowserTokenPairOut,
+    responses={
+        **error_responses(401, 415, 422, s401=(E.INVALID_REFRESH_TOKEN, E.REFRESH_TOKEN_REUSED)),
+        **_CSRF_403,
+    },
+    openapi_extra=request_body_schema(RefreshRequest, required=False),
+)
+
+
+def hot_routes() -> list[APIRoute]:
+    """The routes the lane answers (api/fast_lane.py): POST /auth/refresh."""
+    return [r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is refresh]
 
 
 @router.post(

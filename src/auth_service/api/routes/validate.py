@@ -1,24 +1,25 @@
 """Backend-service endpoints: validate one token or a batch (HTTP Basic client auth).
 
-Both are the service's hot path, so they run on ``DirectRoute``: the endpoint reads the body
-with the pydantic model itself and writes the JSON answer once. FastAPI's per-request
-machinery (dependency solving, body parsing, response validation and re-serialisation) cost
-more than the token check; the measurements are in docs/benchmarks.md.
+Both are the service's hot path, so they run on ``DirectRoute`` (api/direct.py): the endpoint
+reads the body with the pydantic model itself and writes the JSON answer once.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from auth_service.api.deps import container_of, get_client_id
+from auth_service.api.direct import (
+    DirectRoute,
+    Endpoint,
+    json_response,
+    request_body_schema,
+    validation_error,
+)
 from auth_service.api.routing import is_json_media_type
 from auth_service.api.schemas.common import HASHING_503, error_responses
 from auth_service.api.schemas.validation import (
@@ -37,19 +38,6 @@ router = APIRouter(prefix="/validate", tags=["validation"])
 _ERRORS = error_responses(401, 415, 422, 429, 503, s401=(E.INVALID_CLIENT,), s503=HASHING_503)
 
 Body = TypeVar("Body", bound=BaseModel)
-Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
-
-
-class DirectRoute(APIRoute):
-    """A route whose endpoint takes the ``Request`` and returns the ``Response`` itself.
-
-    The app's exception handlers still apply, and OpenAPI still comes from the declaration
-    (``response_model``, ``responses``, the request body given in ``openapi_extra``).
-    """
-
-    def get_route_handler(self) -> Endpoint:
-        endpoint: Endpoint = self.endpoint
-        return endpoint
 
 
 async def _authenticated_body(request: Request, model: type[Body]) -> tuple[TokenValidator, Body]:
@@ -63,7 +51,7 @@ async def _authenticated_body(request: Request, model: type[Body]) -> tuple[Toke
     try:
         return container.validator, model.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from exc
+        raise validation_error(exc) from exc
 
 
 def _result(verdict: Verdict) -> dict[str, Any]:
@@ -73,30 +61,17 @@ def _result(verdict: Verdict) -> dict[str, Any]:
     return {"valid": False, "error": verdict.error}
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def _json(payload: dict[str, Any]) -> Response:
-    """orjson (a tenth of json's time, which was a twentieth of a /validate); json for what
-    orjson refuses (an integer claim beyond 64 bits in a token someone else could shape)."""
-    try:
-        body = orjson.dumps(payload)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        body = _ENCODER.encode(payload).encode()
-    return Response(body, media_type="application/json")
-
-
 async def validate(request: Request) -> Response:
     """Check one access token: `valid: true` with its claims, or `valid: false` and why."""
     validator, body = await _authenticated_body(request, ValidateRequest)
-    return _json(_result(await validator.validate(body.token)))
+    return json_response(_result(await validator.validate(body.token)))
 
 
 async def validate_batch(request: Request) -> Response:
     """Check 1 to 100 access tokens at once; the results are in the order asked."""
     validator, body = await _authenticated_body(request, BatchRequest)
     verdicts = await validator.validate_many(body.tokens)
-    return _json({"results": [_result(verdict) for verdict in verdicts]})
+    return json_response({"results": [_result(verdict) for verdict in verdicts]})
 
 
 def _add(
@@ -110,12 +85,7 @@ def _add(
         response_model=answer,
         response_model_exclude_none=True,
         responses=_ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": request_model.model_json_schema()}},
-            }
-        },
+        openapi_extra=request_body_schema(request_model, required=True),
     )
 
 
