@@ -102,6 +102,7 @@ BAD_BODIES: list[tuple[bytes | None, dict[str, str], int]] = [
     (b"[" * 50_000, JSON, 422),  # nested beyond the parser's depth
     (b'{"refresh_token": "nope"}', {"Content-Type": "text/plain"}, 415),
     (b'{"refresh_token": "nope"}', {}, 415),
+    (b'{"refresh_token": "nope"}', {"Content-Type": "application/foo/+json"}, 415),
     (b'{"refresh_token": "nope"}', {"Content-Type": "application/problem+json"}, 401),
     (b'{"refresh_token": ""}', JSON, 401),
     (b'{"refresh_token": "nope", "extra": 1}', JSON, 401),
@@ -206,3 +207,36 @@ async def test_the_lane_answers_refresh(service: Service, monkeypatch: pytest.Mo
     await service.client.post("/auth/refresh", json={"refresh_token": "nope"})
     await service.client.post("/auth/logout", json={})
     assert answered == ["/auth/refresh"]
+
+
+async def test_a_client_that_leaves_mid_body_gets_the_routes_422_not_a_500(
+    service: Service,
+) -> None:
+    """Attack review: part of a body, then the client is gone. FastAPI answered 422 (a body it
+    could not read); the direct endpoint must not let the disconnect become a 500."""
+    with_reference(service)
+    answers = {}
+    for path in ("/auth/refresh", REFERENCE):
+        messages = [
+            {"type": "http.request", "body": b'{"refresh_token":', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive(pending: list[dict[str, Any]] = messages) -> dict[str, Any]:
+            return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any], out: list[dict[str, Any]] = sent) -> None:
+            out.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+            "server": ("test", 80),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        }  # fmt: skip
+        await service.app(scope, receive, send)
+        answers[path] = (sent[0]["status"], sent[1]["body"])
+    assert answers["/auth/refresh"][0] == 422, answers
+    assert answers["/auth/refresh"] == answers[REFERENCE]

@@ -19,8 +19,10 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
 
 M = TypeVar("M", bound=BaseModel)
+_NOT_JSON = {"type": "json_invalid", "loc": ("body",)}
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -48,13 +50,16 @@ async def optional_json_body(request: Request, adapter: TypeAdapter[M | None]) -
     """The body as FastAPI reads an optional body parameter: none (or JSON ``null``) is None;
     ``json.loads`` then the model in python mode, as FastAPI does, so every bad body gets the
     422 FastAPI's route gave (undecodable or not JSON: "the body is not valid JSON")."""
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # FastAPI's answer to any body it could not read: our 422
+        raise RequestValidationError([_NOT_JSON]) from None
     if not raw:
         return None
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, not text, or nested beyond parsing
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",)}]) from None
+        raise RequestValidationError([_NOT_JSON]) from None
     try:
         return adapter.validate_python(value, from_attributes=True)  # as FastAPI validates
     except ValidationError as exc:

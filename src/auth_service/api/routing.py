@@ -23,6 +23,8 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 def is_json_media_type(content_type: str) -> bool:
     media = content_type.partition(";")[0].strip().lower()
     kind, _, subtype = media.partition("/")
+    if "/" in subtype:  # not a media type (FastAPI's parser reads it as text/plain)
+        return False
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
